@@ -1,0 +1,1 @@
+"""Async instrument drivers: role interfaces, transports and one module per instrument family."""

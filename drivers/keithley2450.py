@@ -1,0 +1,329 @@
+"""Keithley 2450 SourceMeter in its native SCPI command set, as a Potentiostat.
+
+Why native SCPI and not the "SCPI 2400" emulation PyMeasure uses: the native set has the 2450's
+reading buffers and trigger models, so 1–10 Hz sampling costs two round trips per *poll* (how many
+readings are stored, then all new ones), not one per sample. Commands follow the 2450 Reference
+Manual (2450-901-01) and QCoDeS's Keithley_2450 driver. Marked [mem] in INSTRUMENTS.md and not yet
+confirmed on hardware: that source levels may change while a SimpleLoop trigger model runs, and
+the exact origin of the REL buffer element (taken here as the trigger-model start).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from drivers.base import Reading
+from drivers.errors import InstrumentReplyError, InstrumentStateError, LinkError
+from drivers.scpi import (
+    MessageTransport,
+    ScpiInstrument,
+    ScpiSetting,
+    in_range,
+    one_of,
+    parse_bool,
+    parse_quoted,
+)
+
+BUFFER = "defbuffer1"
+ONE_SHOT_BUFFER = "defbuffer2"
+BUFFER_CAPACITY = 100_000
+ROLLOVER_FRACTION = 0.8  # restart acquisition well before the buffer wraps, so no index is reused
+
+
+class Keithley2450(ScpiInstrument):
+    """Async driver for one Keithley 2450 over any message transport (TCP socket, USB-TMC, GPIB).
+
+    Args:
+        transport: an open-able message transport (e.g. `VisaTransport`); the driver opens it.
+        time_source: monotonic seconds used to time-stamp buffered readings (labctl passes its
+            clock so simulated runs stay deterministic).
+        nplc: integration time in power-line cycles, 0.01..10.
+        four_wire: remote sense (recommended for low-impedance cells).
+    """
+
+    SETTINGS = {
+        "source_function": ScpiSetting(
+            "Control the source function: CURR (galvanostatic) or VOLT (potentiostatic).",
+            query=":SOUR:FUNC?",
+            command=":SOUR:FUNC {}",
+            parse=str.strip,
+            validate=one_of("CURR", "VOLT"),
+        ),
+        "source_current": ScpiSetting(
+            "Control the source current in A, -1.05..1.05.",
+            query=":SOUR:CURR?",
+            command=":SOUR:CURR {}",
+            render="{:.9g}".format,
+            validate=in_range(-1.05, 1.05),
+        ),
+        "source_voltage": ScpiSetting(
+            "Control the source voltage in V, -210..210.",
+            query=":SOUR:VOLT?",
+            command=":SOUR:VOLT {}",
+            render="{:.9g}".format,
+            validate=in_range(-210, 210),
+        ),
+        "voltage_limit": ScpiSetting(
+            "Control the voltage limit (compliance) while sourcing current, in V, 0.02..210.",
+            query=":SOUR:CURR:VLIM?",
+            command=":SOUR:CURR:VLIM {}",
+            render="{:.6g}".format,
+            validate=in_range(0.02, 210),
+        ),
+        "current_limit": ScpiSetting(
+            "Control the current limit (compliance) while sourcing voltage, in A, 1e-9..1.05.",
+            query=":SOUR:VOLT:ILIM?",
+            command=":SOUR:VOLT:ILIM {}",
+            render="{:.6g}".format,
+            validate=in_range(1e-9, 1.05),
+        ),
+        "voltage_limit_tripped": ScpiSetting(
+            "Get whether the voltage limit is active (bool).",
+            query=":SOUR:CURR:VLIM:TRIP?",
+            parse=parse_bool,
+        ),
+        "current_limit_tripped": ScpiSetting(
+            "Get whether the current limit is active (bool).",
+            query=":SOUR:VOLT:ILIM:TRIP?",
+            parse=parse_bool,
+        ),
+        "current_readback": ScpiSetting(
+            "Control whether the SOUR element holds the measured (ON) or programmed current.",
+            command=":SOUR:CURR:READ:BACK {}",
+            render=lambda on: "ON" if on else "OFF",
+        ),
+        "source_autorange": ScpiSetting(
+            "Control current-source autoranging (bool).",
+            command=":SOUR:CURR:RANG:AUTO {}",
+            render=lambda on: "1" if on else "0",
+        ),
+        "sense_function": ScpiSetting(
+            'Control the measure function: "VOLT" or "CURR".',
+            query=":SENS:FUNC?",
+            command=':SENS:FUNC "{}"',
+            parse=parse_quoted,
+            validate=one_of("VOLT", "CURR"),
+        ),
+        "sense_autorange": ScpiSetting(
+            "Control voltage-measurement autoranging (bool).",
+            command=":SENS:VOLT:RANG:AUTO {}",
+            render=lambda on: "1" if on else "0",
+        ),
+        "nplc": ScpiSetting(
+            "Control the voltage integration time in power-line cycles, 0.01..10.",
+            query=":SENS:VOLT:NPLC?",
+            command=":SENS:VOLT:NPLC {}",
+            render="{:g}".format,
+            validate=in_range(0.01, 10),
+        ),
+        "four_wire": ScpiSetting(
+            "Control remote (4-wire) sense (bool).",
+            query=":SENS:VOLT:RSEN?",
+            command=":SENS:VOLT:RSEN {}",
+            parse=parse_bool,
+            render=lambda on: "ON" if on else "OFF",
+        ),
+        "output": ScpiSetting(
+            "Control the output relay (bool).",
+            query=":OUTP?",
+            command=":OUTP {}",
+            parse=parse_bool,
+            render=lambda on: "ON" if on else "OFF",
+        ),
+        "interlock_tripped": ScpiSetting(
+            "Get whether the interlock is asserted (bool; without it the 200 V range is disabled).",
+            query=":OUTP:INT:TRIP?",
+            parse=parse_bool,
+        ),
+        "line_frequency": ScpiSetting("Get the power-line frequency in Hz (50 or 60).", query=":SYST:LFR?"),
+        "language": ScpiSetting(
+            "Get the command language: SCPI, TSP or SCPI2400.", query="*LANG?", parse=str.strip
+        ),
+    }
+
+    def __init__(
+        self,
+        transport: MessageTransport,
+        *,
+        time_source: Callable[[], float] = time.monotonic,
+        nplc: float = 1.0,
+        four_wire: bool = True,
+    ) -> None:
+        super().__init__(transport)
+        self._time = time_source
+        self.nplc = nplc
+        self.four_wire = four_wire
+        self.identity = ""
+        self.line_frequency_hz = 50.0
+        self._function = ""
+        self._output_on = False
+        self._limit = 0.0
+        self._acquiring = False
+        self._period_s = 1.0
+        self._t_init = 0.0
+        self._fetched = 0
+
+    async def __aenter__(self) -> Keithley2450:
+        opener = getattr(self.transport, "open", None)
+        if opener is not None:
+            await opener()
+        try:
+            await self._connect()
+        except BaseException:
+            await self._close_transport()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.safe_state()
+        finally:
+            await self._close_transport()
+
+    async def _close_transport(self) -> None:
+        closer = getattr(self.transport, "aclose", None)
+        if closer is not None:
+            await closer()
+
+    async def _connect(self) -> None:
+        resource = self.transport.resource
+        self.identity = (await self.transport.query("*IDN?")).strip()
+        if "2450" not in self.identity:
+            raise InstrumentStateError(
+                f"{resource} identifies as {self.identity!r}, not a Keithley 2450; check the address"
+            )
+        language = await self.get("language")
+        if language.upper() != "SCPI":
+            raise InstrumentStateError(
+                f"the 2450 at {resource} uses the {language} command set; labctl needs SCPI: on the front "
+                "panel choose MENU > System > Settings > Command Set > SCPI (or send '*LANG SCPI') and "
+                "power-cycle the instrument"
+            )
+        await self.transport.write("*CLS;:ABOR;:OUTP OFF")
+        self.line_frequency_hz = await self.get("line_frequency")
+        await self.configure(
+            source_function="CURR",
+            source_autorange=True,
+            current_readback=True,
+            source_current=0.0,
+            sense_function="VOLT",
+            sense_autorange=True,
+            nplc=self.nplc,
+            four_wire=self.four_wire,
+        )
+        self._function, self._output_on = "CURR", False
+
+    async def set_current(self, current_a: float, voltage_limit_v: float) -> None:
+        """Source `current_a` (A) with a voltage limit (V); turns the output on."""
+        commands = []
+        if self._function != "CURR":
+            commands.append(self.command_for("source_function", "CURR"))
+        if voltage_limit_v != self._limit or self._function != "CURR":
+            commands.append(self.command_for("voltage_limit", voltage_limit_v))
+        commands.append(self.command_for("source_current", current_a))
+        if not self._output_on:
+            commands.append(self.command_for("output", True))
+        await self.transport.write(";".join(commands))
+        await self.check_errors()
+        self._function, self._limit, self._output_on = "CURR", voltage_limit_v, True
+
+    async def set_voltage(self, voltage_v: float, current_limit_a: float) -> None:
+        """Source `voltage_v` (V) with a current limit (A); turns the output on."""
+        commands = []
+        if self._function != "VOLT":
+            commands.append(self.command_for("source_function", "VOLT"))
+        commands.append(self.command_for("current_limit", current_limit_a))
+        commands.append(self.command_for("source_voltage", voltage_v))
+        if not self._output_on:
+            commands.append(self.command_for("output", True))
+        await self.transport.write(";".join(commands))
+        await self.check_errors()
+        self._function, self._limit, self._output_on = "VOLT", 0.0, True
+
+    async def output_off(self) -> None:
+        """Open the output relay."""
+        await self.transport.write(self.command_for("output", False))
+        self._output_on = False
+
+    async def read(self) -> Reading:
+        """One reading now (into the second default buffer, so acquisition indexes are untouched)."""
+        reply = await self.transport.query(f':READ? "{ONE_SHOT_BUFFER}", READ, SOUR')
+        voltage, current = self._floats(reply, 2)
+        return Reading(self._time(), voltage, current)
+
+    async def start_acquisition(self, period_s: float) -> None:
+        """Run a SimpleLoop trigger model storing a reading every `period_s` into the buffer."""
+        if self._acquiring:
+            await self.stop_acquisition()
+        aperture = self.nplc / self.line_frequency_hz
+        if period_s < aperture:
+            raise ValueError(f"sample period {period_s:g} s is shorter than the {aperture:g} s aperture")
+        self._period_s = period_s
+        await self.transport.write(
+            f':TRAC:CLE "{BUFFER}";:TRAC:POIN {BUFFER_CAPACITY}, "{BUFFER}";'
+            f':TRIG:LOAD "SimpleLoop", {BUFFER_CAPACITY}, {period_s - aperture:.6g}, "{BUFFER}"'
+        )
+        await self.check_errors()
+        await self.transport.write(":INIT")
+        self._t_init = self._time()
+        self._fetched = 0
+        self._acquiring = True
+
+    async def fetch(self) -> list[Reading]:
+        """All readings stored since the last fetch; restarts the loop before the buffer wraps."""
+        if not self._acquiring:
+            return []
+        readings = await self._fetch_new()
+        if self._fetched >= BUFFER_CAPACITY * ROLLOVER_FRACTION:
+            await self.transport.write(":ABOR")
+            readings += await self._fetch_new()
+            await self.start_acquisition(self._period_s)
+        return readings
+
+    async def _fetch_new(self) -> list[Reading]:
+        stored = int(self._floats(await self.transport.query(f':TRAC:ACT? "{BUFFER}"'), 1)[0])
+        if stored <= self._fetched:
+            return []
+        reply = await self.transport.query(
+            f':TRAC:DATA? {self._fetched + 1}, {stored}, "{BUFFER}", READ, SOUR, REL'
+        )
+        values = self._floats(reply, 3 * (stored - self._fetched))
+        self._fetched = stored
+        readings = [
+            Reading(self._t_init + values[i + 2], values[i], values[i + 1]) for i in range(0, len(values), 3)
+        ]
+        if readings and self._function == "CURR" and abs(readings[-1].voltage_v) >= 0.98 * self._limit:
+            if await self.get("voltage_limit_tripped"):
+                last = readings[-1]
+                readings[-1] = Reading(last.t, last.voltage_v, last.current_a, in_compliance=True)
+        return readings
+
+    async def stop_acquisition(self) -> None:
+        """Stop the trigger model (the source stays as it is)."""
+        if self._acquiring:
+            await self.transport.write(":ABOR")
+            self._acquiring = False
+
+    async def safe_state(self) -> None:
+        """Output off, acquisition stopped: the cell sees no current."""
+        self._acquiring = False
+        try:
+            await self.transport.write(":ABOR;:OUTP OFF")
+        except LinkError:
+            self._output_on = True  # unknown; the caller must treat the cell as possibly live
+            raise
+        self._output_on = False
+
+    def _floats(self, reply: str, count: int) -> list[float]:
+        try:
+            values = [float(token) for token in reply.strip().split(",")]
+        except ValueError:
+            raise InstrumentReplyError(
+                f"{self.transport.resource}: expected numbers, got {reply[:80]!r}"
+            ) from None
+        if len(values) != count:
+            raise InstrumentReplyError(
+                f"{self.transport.resource}: expected {count} values, got {len(values)} in {reply[:80]!r}"
+            )
+        return values

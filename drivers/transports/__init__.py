@@ -1,0 +1,1 @@
+"""Transports move framed bytes to and from an instrument."""

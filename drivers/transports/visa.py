@@ -1,0 +1,147 @@
+"""Message-based VISA transport over pyvisa with the pure-Python pyvisa-py backend.
+
+pyvisa is blocking and not thread-safe per resource (pyvisa#726), and has no asyncio API
+(pyvisa#345): every call runs in a worker thread via `asyncio.to_thread`, one call at a time per
+resource under an `asyncio.Lock`, so a write/read pair is never interleaved with another.
+Terminations are always set explicitly: a TCPIP SOCKET resource has none by default and every
+query would otherwise time out (pyvisa#98, pyvisa-py#301).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+from typing import Any
+
+from drivers.errors import InstrumentTimeout, LinkError
+
+log = logging.getLogger(__name__)
+
+
+class TransportState(Enum):
+    """Where a transport is in its lifetime; a closed transport is not reopened."""
+
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class VisaTransport:
+    r"""One VISA resource (e.g. "TCPIP0::192.168.1.50::5025::SOCKET").
+
+    Args:
+        resource: the VISA resource string.
+        read_termination: what ends a reply ("\n" for SCPI over a socket).
+        write_termination: what ends a command.
+        timeout_s: per-call timeout in seconds.
+        backend: pyvisa backend ("@py" = pyvisa-py, no vendor VISA library needed).
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        timeout_s: float = 2.0,
+        backend: str = "@py",
+    ) -> None:
+        self.resource = resource
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.timeout_s = timeout_s
+        self.backend = backend
+        self._lock = asyncio.Lock()
+        self._manager: Any = None
+        self._instrument: Any = None
+        self.state = TransportState.UNOPENED
+
+    async def __aenter__(self) -> VisaTransport:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open the resource; a refused or unknown address becomes a LinkError that says so."""
+        if self.state is TransportState.CLOSED:
+            raise LinkError(f"{self.resource}: this transport was closed; make a new one to reconnect")
+        if self.state is TransportState.OPEN:
+            return
+        await asyncio.to_thread(self._open_blocking)
+        self.state = TransportState.OPEN
+
+    def _open_blocking(self) -> None:
+        import pyvisa  # imported here: pyvisa's import is slow and not needed for `labctl --help`
+
+        try:
+            self._manager = pyvisa.ResourceManager(self.backend)
+            self._instrument = self._manager.open_resource(
+                self.resource,
+                read_termination=self.read_termination,
+                write_termination=self.write_termination,
+                timeout=round(self.timeout_s * 1000),
+            )
+        except Exception as exc:  # pyvisa raises VisaIOError, ValueError, OSError… for a bad address
+            if self._manager is not None:
+                self._manager.close()
+            raise LinkError(
+                f"{self.resource}: cannot connect ({_reason(exc)}); check the address, that the "
+                "instrument is on and reachable, and that no other program holds it"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the resource and its manager; safe to call twice."""
+        if self.state is not TransportState.OPEN:
+            self.state = TransportState.CLOSED
+            return
+        self.state = TransportState.CLOSED
+        async with self._lock:
+            await asyncio.to_thread(self._close_blocking)
+
+    def _close_blocking(self) -> None:
+        try:
+            self._instrument.close()
+        finally:
+            self._manager.close()
+
+    async def write(self, command: str) -> None:
+        """Send one command line."""
+        async with self._lock:
+            self._require_open()
+            log.debug("%s << %s", self.resource, command)
+            await asyncio.to_thread(self._call, self._instrument.write, command)
+
+    async def query(self, command: str) -> str:
+        """Send a command and return its reply line without the termination."""
+        async with self._lock:
+            self._require_open()
+            reply = await asyncio.to_thread(self._call, self._instrument.query, command)
+            log.debug("%s << %s >> %s", self.resource, command, reply)
+            return reply
+
+    def _require_open(self) -> None:
+        if self.state is not TransportState.OPEN:
+            raise LinkError(f"{self.resource}: not connected (state {self.state.value})")
+
+    def _call(self, method: Any, command: str) -> Any:
+        from pyvisa.errors import VisaIOError
+
+        try:
+            return method(command)
+        except VisaIOError as exc:
+            if "TMO" in str(exc.error_code) or "timeout" in str(exc).lower():
+                raise InstrumentTimeout(
+                    f"{self.resource}: no reply to {command!r} within {self.timeout_s:g} s; check "
+                    "the cable/network and the instrument's command language"
+                ) from exc
+            raise LinkError(f"{self.resource}: link failed during {command!r} ({_reason(exc)})") from exc
+        except (OSError, EOFError) as exc:
+            raise LinkError(f"{self.resource}: link lost during {command!r} ({_reason(exc)})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

@@ -1,0 +1,1 @@
+"""Analysis of journaled runs: CCD today; impedance and cycling metrics later."""

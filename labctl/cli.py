@@ -1,0 +1,176 @@
+"""The `labctl` command: run, validate and simulate.
+
+Every error a user can cause ends as one line on stderr saying what to do, and a non-zero exit
+status; a traceback means a bug in labctl. Heavy imports happen inside the commands so that
+`labctl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_ALARM, EXIT_ABORTED = 0, 1, 2, 3, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labctl", description="Run solid-state battery tests unattended, on instruments or simulators."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: wire traffic)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a protocol (on simulators with --sim)")
+    run.add_argument("protocol", type=Path, help="protocol file, e.g. protocols/ccd.yaml")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--sim", action="store_true", help="run on simulated instruments in simulated time")
+    where.add_argument("--station", type=Path, help="station file (TOML) naming the real instruments")
+    run.add_argument("--out", type=Path, help="run directory (default: runs/<time>-<protocol>/)")
+    run.add_argument(
+        "--seed", type=int, default=1, help="seed of the simulation's random processes (default 1)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_overrides(run)
+
+    validate = commands.add_parser("validate", help="check a protocol file and summarise its plan")
+    validate.add_argument("protocol", type=Path)
+    _add_overrides(validate)
+
+    sim = commands.add_parser("sim", help="simulated instruments")
+    sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
+    serve = sim_commands.add_parser("serve", help="serve a simulated instrument on a TCP port, in real time")
+    serve.add_argument("instrument", choices=["keithley2450"], help="which instrument")
+    serve.add_argument("--port", type=int, default=5025, help="TCP port (default 5025, the SCPI raw socket)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--seed", type=int, default=1)
+    _add_overrides(serve)
+    return parser
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cell and conditions (override the protocol's)")
+    group.add_argument("--pressure", help='stack pressure, e.g. "5 MPa"')
+    group.add_argument("--temperature", help='temperature, e.g. "80 degC"')
+    group.add_argument("--material", help="solid electrolyte, e.g. Li6PS5Cl, Li3PS4, Li10GeP2S12")
+    group.add_argument("--thickness", help='separator thickness, e.g. "0.5 mm"')
+    group.add_argument("--area", help='cell area, e.g. "0.785 cm^2"')
+
+
+def _overrides(args: argparse.Namespace) -> Any:
+    from labctl import units
+    from labctl.errors import UnitError
+    from labctl.protocol import Overrides
+
+    def value(option: str, kind: units.Kind) -> float | None:
+        text = getattr(args, option)
+        if text is None:
+            return None
+        try:
+            return units.parse(text, kind)
+        except UnitError as exc:
+            raise UnitError(f"--{option}: {exc}") from None
+
+    return Overrides(
+        pressure_pa=value("pressure", "pressure"),
+        temperature_k=value("temperature", "temperature"),
+        material=args.material,
+        thickness_m=value("thickness", "length"),
+        area_m2=value("area", "area"),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `labctl` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.version:
+        from labctl import __version__
+
+        print(f"labctl {__version__}")
+        return EXIT_OK
+    if args.command is None or (args.command == "sim" and args.sim_command is None):
+        parser.print_help()
+        return EXIT_USAGE
+    from drivers.errors import InstrumentError
+    from labctl.errors import LabctlError
+
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "validate":
+            return _validate(args)
+        return _serve(args)
+    except (LabctlError, InstrumentError) as exc:
+        print(f"labctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("labctl: interrupted; the station was made safe", file=sys.stderr)
+        return EXIT_ABORTED
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from labctl.display import plan_summary
+    from labctl.protocol import compile_file
+
+    plan, _ = compile_file(args.protocol, _overrides(args))
+    print(plan_summary(plan))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from labctl.config import load_station_config
+    from labctl.data import Bus
+    from labctl.display import ProgressLine, final_summary
+    from labctl.errors import ConfigError
+    from labctl.protocol import compile_file
+    from labctl.session import run_blocking, run_protocol
+
+    plan, text = compile_file(args.protocol, _overrides(args))
+    if not args.sim and args.station is None:
+        raise ConfigError("say where to run: --sim for simulated instruments, or --station bench.toml")
+    station = None if args.sim else load_station_config(args.station)
+    bus = Bus()
+    progress = ProgressLine(plan, enabled=not args.quiet)
+    bus.subscribe(progress.on_record)
+
+    async def go() -> Any:
+        progress.start()
+        try:
+            return await run_protocol(
+                plan,
+                text,
+                simulate=args.sim,
+                station_config=station,
+                seed=args.seed,
+                out=args.out,
+                bus=bus,
+                on_start=progress.announce,
+            )
+        finally:
+            await progress.stop()
+
+    report = run_blocking(go())
+    print(final_summary(plan, report))
+    if report.outcome.state.value == "alarm" or report.outcome.unsafe:
+        return EXIT_ALARM
+    return EXIT_OK if report.outcome.state.value == "done" else EXIT_ERROR
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from labctl.simserve import serve
+
+    try:
+        asyncio.run(serve(args.instrument, args.host, args.port, args.seed, _overrides(args)))
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK

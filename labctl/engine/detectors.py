@@ -1,0 +1,154 @@
+"""Watches that run alongside every step and judge each sample as it arrives.
+
+Each detector sees every acquired sample (not only the kept ones), keeps its own small state, and
+reports `Finding`s; the runner decides what a finding does (its watch's action).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from labctl.protocol.plan import PlanStep, Watch
+
+_EARLY_SAMPLES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a detector saw: `fired` findings trigger the watch's action, others are only recorded."""
+
+    watch: str
+    fired: bool
+    t: float
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class ShortCircuitDetector:
+    """A debounced collapse of the apparent resistance |V/I| under current (DOMAIN.md §2.1).
+
+    Why a *relative* collapse and not a fixed "V < a few mV": a hot, well-pressed LPSCl cell at
+    0.05 mA/cm² polarises by well under a millivolt, so a fixed threshold would call it shorted.
+    The reference is the median apparent resistance of the last healthy current step (or, on the
+    first one, of its own first samples). A collapse shorter than `debounce` is a soft short.
+    """
+
+    def __init__(self, watch: Watch) -> None:
+        self.name = watch.name
+        self.collapse = watch.params["collapse"]
+        self.floor = watch.params["floor"]
+        self.debounce = watch.params["debounce"]
+        self.settle = watch.params["settle"]
+        self.reference: float | None = None
+        self._active = False
+        self._t0 = 0.0
+        self._set_current = 0.0
+        self._healthy: list[float] = []
+        self._collapsed_since: float | None = None
+        self._fired = False
+
+    def begin_step(self, step: PlanStep, t0: float) -> None:
+        """Arm for a step; only current steps are judged (a Li|Li cell reads ~0 V at rest)."""
+        self._active = step.kind == "current" and step.current_a != 0.0
+        self._t0, self._set_current = t0, step.current_a
+        self._healthy, self._collapsed_since, self._fired = [], None, False
+
+    def end_step(self) -> None:
+        """The healthy samples of a finished step become the next reference."""
+        if self._active and not self._fired and len(self._healthy) >= _EARLY_SAMPLES:
+            self.reference = statistics.median(self._healthy)
+
+    def update(self, t: float, voltage_v: float, current_a: float) -> Finding | None:
+        """Judge one sample."""
+        if not self._active or self._fired or t - self._t0 < self.settle:
+            return None
+        if abs(current_a) < 0.5 * abs(self._set_current):
+            return None  # the instrument is limiting; the voltage does not describe the cell
+        resistance = voltage_v / current_a
+        reference = self.reference
+        if reference is None:
+            if len(self._healthy) < _EARLY_SAMPLES:
+                self._healthy.append(resistance)
+                return None
+            reference = statistics.median(self._healthy[:_EARLY_SAMPLES])
+        collapsed = resistance < self.collapse * reference or abs(voltage_v) < self.floor
+        if not collapsed:
+            finding = None
+            if self._collapsed_since is not None:
+                finding = Finding(
+                    self.name,
+                    False,
+                    t,
+                    f"soft short: |V/I| collapsed for {t - self._collapsed_since:.0f} s and recovered",
+                    {"duration_s": t - self._collapsed_since, "reference_ohm": reference},
+                )
+            self._collapsed_since = None
+            self._healthy.append(resistance)
+            return finding
+        if self._collapsed_since is None:
+            self._collapsed_since = t
+        if t - self._collapsed_since >= self.debounce:
+            self._fired = True
+            return Finding(
+                self.name,
+                True,
+                t,
+                f"short circuit: {voltage_v * 1e3:.3g} mV at {current_a * 1e3:.3g} mA "
+                f"(|V/I| {resistance:.3g} Ω vs {reference:.3g} Ω healthy) for {self.debounce:.0f} s",
+                {
+                    "voltage_v": voltage_v,
+                    "current_a": current_a,
+                    "resistance_ohm": resistance,
+                    "reference_ohm": reference,
+                    "since_t": self._collapsed_since,
+                },
+            )
+        return None
+
+
+class StrippingPolarizationDetector:
+    """|V| rising within a current step above its early level by `rise`: voids opening (DOMAIN.md §2.1)."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.name = watch.name
+        self.rise = watch.params["rise"]
+        self.settle = watch.params["settle"]
+        self._active = False
+        self._t0 = 0.0
+        self._early: list[float] = []
+        self._above = 0
+        self._fired = False
+
+    def begin_step(self, step: PlanStep, t0: float) -> None:
+        """Arm for a current step."""
+        self._active = step.kind == "current" and step.current_a != 0.0
+        self._t0, self._early, self._above, self._fired = t0, [], 0, False
+
+    def end_step(self) -> None:
+        """Nothing carries over: each half-cycle is judged on its own."""
+
+    def update(self, t: float, voltage_v: float, current_a: float) -> Finding | None:
+        """Judge one sample; three consecutive samples above the threshold fire (noise guard)."""
+        if not self._active or self._fired or t - self._t0 < self.settle:
+            return None
+        if len(self._early) < _EARLY_SAMPLES:
+            self._early.append(abs(voltage_v))
+            return None
+        early = statistics.median(self._early)
+        self._above = self._above + 1 if abs(voltage_v) > (1 + self.rise) * early else 0
+        if self._above >= 3:
+            self._fired = True
+            return Finding(
+                self.name,
+                True,
+                t,
+                f"stripping polarization rose from {early * 1e3:.3g} mV to {abs(voltage_v) * 1e3:.3g} mV",
+                {"early_v": early, "voltage_v": voltage_v, "current_a": current_a},
+            )
+        return None
+
+
+DETECTORS = {"short_circuit": ShortCircuitDetector, "stripping_polarization": StrippingPolarizationDetector}
+"""Watch type → detector class (the registry the runner builds from)."""

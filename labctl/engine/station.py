@@ -1,0 +1,43 @@
+"""A station: the instruments of one bench, by role. The engine talks to roles, never to vendors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from drivers.base import Potentiostat
+from drivers.errors import InstrumentError
+
+log = logging.getLogger(__name__)
+
+SAFE_STATE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Station:
+    """One bench: today a potentiostat; the rig and heater roles join in later issues."""
+
+    name: str
+    potentiostat: Potentiostat
+
+    async def make_safe(self) -> list[str]:
+        """Every role to its safe state, in parallel, under a short timeout, even when cancelled.
+
+        Returns:
+            One message per role that could not be made safe (empty when all are safe).
+        """
+        failures: list[str] = []
+
+        async def potentiostat_off() -> None:
+            try:
+                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
+                    await self.potentiostat.safe_state()
+            except (InstrumentError, TimeoutError) as exc:
+                failures.append(f"potentiostat: {exc or 'timed out'}; switch its output off by hand")
+
+        # shielded: a cancelled run must still switch the source off (STYLE.md rule 9)
+        await asyncio.shield(potentiostat_off())
+        for failure in failures:
+            log.error("safe state not confirmed: %s", failure)
+        return failures

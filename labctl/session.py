@@ -1,0 +1,128 @@
+"""One run from start to finish: run directory, station, runner, analysis, result.json.
+
+The CLI (and later the agent) call `run_protocol`; it owns every resource of the run and releases
+them — instruments safe and closed, journal committed — however the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labctl import units
+from labctl.analysis.ccd import analyse_ccd
+from labctl.clock import Clock, RealClock, SimulatedClock
+from labctl.config import StationConfig, connect_station
+from labctl.data import Bus, Journal
+from labctl.data.rundir import JOURNAL, PROTOCOL, RESULT, SETTINGS, new_run_dir, write_json
+from labctl.engine import Runner, RunOutcome, Station
+from labctl.protocol.plan import Plan
+
+
+@dataclass
+class RunReport:
+    """What the CLI prints at the end."""
+
+    run_dir: Path
+    outcome: RunOutcome
+    result: dict[str, Any]
+    simulated_s: float
+    samples: int
+
+
+def describe_conditions(plan: Plan) -> dict[str, Any]:
+    """The test conditions stored with every result (DOMAIN.md §5)."""
+    return {
+        "cell": {
+            "kind": plan.cell.kind,
+            "material": plan.cell.material,
+            "area_cm2": round(plan.cell.area_m2 * 1e4, 6),
+            "thickness_mm": round(plan.cell.thickness_m * 1e3, 6),
+        },
+        "pressure_MPa": round(plan.pressure_pa / 1e6, 6),
+        "temperature_C": round(units.kelvin_to_celsius(plan.temperature_k), 4),
+    }
+
+
+async def run_protocol(
+    plan: Plan,
+    protocol_text: str,
+    *,
+    simulate: bool,
+    station_config: StationConfig | None,
+    seed: int,
+    out: Path | None,
+    bus: Bus,
+    clock: Clock | None = None,
+    on_start: Callable[[Path], None] | None = None,
+) -> RunReport:
+    """Run a compiled protocol and write its run directory."""
+    clock = clock or (SimulatedClock() if simulate else RealClock())
+    run_dir = new_run_dir(plan.name, out)
+    (run_dir / PROTOCOL).write_text(protocol_text, encoding="utf-8")
+    settings = {
+        "protocol": plan.name,
+        "source": plan.source,
+        "simulated": simulate,
+        "seed": seed,
+        **describe_conditions(plan),
+        "safety": {
+            "voltage_V": [plan.voltage_min_v, plan.voltage_max_v],
+            "current_max_A": plan.current_max_a,
+        },
+        "station": station_config.model_dump() if station_config else "simulated",
+    }
+    write_json(run_dir / SETTINGS, settings)
+    journal = Journal(run_dir / JOURNAL)
+    try:
+        for key, value in settings.items():
+            journal.set_meta(key, value)
+        if on_start is not None:
+            on_start(run_dir)
+        station_cm: AbstractAsyncContextManager[Station]
+        if simulate:
+            from labctl.simbench import simulated_station
+
+            station_cm = simulated_station(plan, clock, seed)
+        else:
+            assert station_config is not None
+            station_cm = connect_station(station_config, clock.monotonic)
+        start = clock.monotonic()
+        async with station_cm as station:
+            settings["instrument"] = getattr(station.potentiostat, "identity", "")
+            journal.set_meta("instrument", settings["instrument"])
+            outcome = await Runner(plan, station, clock, journal, bus).run()
+        simulated_s = clock.monotonic() - start
+        result = build_result(plan, journal, outcome, seed, simulate)
+        write_json(run_dir / RESULT, result)
+        return RunReport(run_dir, outcome, result, simulated_s, journal.count_samples())
+    finally:
+        journal.close()
+
+
+def build_result(
+    plan: Plan, journal: Journal, outcome: RunOutcome, seed: int, simulate: bool
+) -> dict[str, Any]:
+    """result.json: the numbers, the conditions they were measured at, and how the run ended."""
+    result: dict[str, Any] = {
+        "protocol": plan.name,
+        "state": outcome.state.value,
+        "reason": outcome.reason,
+        "simulated": simulate,
+        "seed": seed,
+        **describe_conditions(plan),
+    }
+    if outcome.unsafe:
+        result["unsafe"] = outcome.unsafe
+    if {"ccd", "critical_stripping_current", "polarization"} & set(plan.results):
+        result.update(analyse_ccd(journal).as_dict())
+    return result
+
+
+def run_blocking(coro: Any) -> Any:
+    """Run a coroutine on a fresh event loop (the CLI's entry into asyncio)."""
+    return asyncio.run(coro)

@@ -1,0 +1,1 @@
+"""Simulated instruments: physics models behind the real wire protocols."""

@@ -1,0 +1,53 @@
+"""Contracts shared by every simulator: what an instrument front-end drives and where time comes from.
+
+Simulators never import labctl or drivers (DESIGN.md §1): time arrives as a plain callable, so the same
+simulator runs on the wall clock when served standalone and on labctl's simulated clock in `--sim` runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+TimeSource = Callable[[], float]
+"""Returns monotonic seconds. `time.monotonic` standalone; the run's simulated clock in `--sim`."""
+
+
+def wall_time_source() -> TimeSource:
+    """Time source for a simulator served on its own, in real time."""
+    return time.monotonic
+
+
+@runtime_checkable
+class ElectricalLoad(Protocol):
+    """A two-terminal device (a cell) that a source-measure instrument drives.
+
+    Sign convention: positive current flows out of the instrument's HI terminal into the working
+    electrode (charge; for a symmetric Li|SE|Li cell: stripping from the working electrode).
+    """
+
+    def advance(self, dt: float, current_a: float) -> None:
+        """Integrate the device state for `dt` seconds (≥ 0) at a constant current in amperes."""
+        ...
+
+    def voltage(self, current_a: float) -> float:
+        """Terminal voltage in volts at the present state while `current_a` flows (no noise)."""
+        ...
+
+
+class ResistorLoad:
+    """An ideal resistor in series with a fixed open-circuit voltage: a test load with a known answer."""
+
+    def __init__(self, resistance_ohm: float, ocv_v: float = 0.0) -> None:
+        self.resistance_ohm = resistance_ohm
+        self.ocv_v = ocv_v
+        self.charge_c = 0.0
+
+    def advance(self, dt: float, current_a: float) -> None:
+        """Count the charge passed; a resistor has no other state."""
+        self.charge_c += current_a * dt
+
+    def voltage(self, current_a: float) -> float:
+        """Ohm's law plus the open-circuit voltage."""
+        return self.ocv_v + current_a * self.resistance_ohm
