@@ -5,7 +5,7 @@ reading buffers and trigger models, so 1–10 Hz sampling costs two round trips 
 readings are stored, then all new ones), not one per sample. Commands follow the 2450 Reference
 Manual (2450-901-01) and QCoDeS's Keithley_2450 driver. Marked [mem] in INSTRUMENTS.md and not yet
 confirmed on hardware: that source levels may change while a SimpleLoop trigger model runs, and
-the exact origin of the REL buffer element (taken here as the trigger-model start).
+that the REL buffer element counts from the first reading, taken one period after `:INIT`.
 """
 
 from __future__ import annotations
@@ -200,7 +200,9 @@ class Keithley2450(ScpiInstrument):
                 "panel choose MENU > System > Settings > Command Set > SCPI (or send '*LANG SCPI') and "
                 "power-cycle the instrument"
             )
-        await self.transport.write("*CLS;:ABOR;:OUTP OFF")
+        # High-impedance output-off: the default NORMal off-state is a 0 V source that drains a
+        # charged cell through the instrument (2450 manual, battery notes).
+        await self.transport.write("*CLS;:ABOR;:OUTP:CURR:SMOD HIMP;:OUTP:VOLT:SMOD HIMP;:OUTP OFF")
         self.line_frequency_hz = await self.get("line_frequency")
         await self.configure(
             source_function="CURR",
@@ -290,10 +292,12 @@ class Keithley2450(ScpiInstrument):
         )
         values = self._floats(reply, 3 * (stored - self._fetched))
         self._fetched = stored
+        first = self._t_init + self._period_s  # REL counts from the first reading, one period after :INIT
         readings = [
-            Reading(self._t_init + values[i + 2], values[i], values[i + 1]) for i in range(0, len(values), 3)
+            Reading(first + values[i + 2], values[i], values[i + 1]) for i in range(0, len(values), 3)
         ]
-        if readings and self._function == "CURR" and abs(readings[-1].voltage_v) >= 0.98 * self._limit:
+        limiting_possible = self._output_on and self._function == "CURR" and self._limit > 0
+        if readings and limiting_possible and abs(readings[-1].voltage_v) >= 0.98 * self._limit:
             if await self.get("voltage_limit_tripped"):
                 last = readings[-1]
                 readings[-1] = Reading(last.t, last.voltage_v, last.current_a, in_compliance=True)

@@ -13,8 +13,6 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Protocol
 
 

@@ -165,15 +165,16 @@ def final_summary(plan: Plan, report: Any) -> str:
     if "ccd_mA_cm2" in result:
         ccd = result["ccd_mA_cm2"]
         short = result["short_at_mA_cm2"]
-        lines.append(
-            f"  CCD          {ccd:g} mA/cm²"
-            if ccd is not None
-            else "  CCD          none (no level completed)"
-        )
+        if ccd is None:
+            lines.append("  CCD          none (no current density completed without a short)")
+        elif short is None:
+            lines.append(
+                f"  CCD          ≥ {ccd:g} mA/cm² (no short up to the end of the ramp; raise its 'to:')"
+            )
+        else:
+            lines.append(f"  CCD          {ccd:g} mA/cm²")
         if short is not None:
             lines.append(f"  shorted at   {short:g} mA/cm² after {duration(result['short_time_s'] or 0)}")
-        else:
-            lines.append("  shorted at   — (no short detected)")
         critical = result["critical_stripping_current_mA_cm2"]
         lines.append(
             f"  critical stripping current  {critical:g} mA/cm²"

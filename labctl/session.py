@@ -7,6 +7,7 @@ them — instruments safe and closed, journal committed — however the run ends
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ async def run_protocol(
     }
     write_json(run_dir / SETTINGS, settings)
     journal = Journal(run_dir / JOURNAL)
+    started = False
     try:
         for key, value in settings.items():
             journal.set_meta(key, value)
@@ -95,6 +97,8 @@ async def run_protocol(
         async with station_cm as station:
             settings["instrument"] = getattr(station.potentiostat, "identity", "")
             journal.set_meta("instrument", settings["instrument"])
+            write_json(run_dir / SETTINGS, settings)
+            started = True
             outcome = await Runner(plan, station, clock, journal, bus).run()
         simulated_s = clock.monotonic() - start
         result = build_result(plan, journal, outcome, seed, simulate)
@@ -102,6 +106,8 @@ async def run_protocol(
         return RunReport(run_dir, outcome, result, simulated_s, journal.count_samples())
     finally:
         journal.close()
+        if not started:  # nothing ran (e.g. the instrument was unreachable): leave no half run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def build_result(

@@ -28,9 +28,8 @@ async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterato
         clock: the simulators read the same clock as the engine, so their physics runs in step.
         seed: seeds every random process (noise, dendrite nucleation): same seed, same run.
     """
-    from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
-
     from simulators.cell import CellParameters, SymmetricCell
+    from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
 
     try:
         cell = SymmetricCell(

@@ -10,10 +10,9 @@ from labctl.protocol import Overrides
 
 async def serve(instrument: str, host: str, port: int, seed: int, overrides: Overrides) -> None:
     """Serve until interrupted; the cell takes the overrides as its conditions."""
-    from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
-
     from simulators.base import wall_time_source
     from simulators.cell import CellParameters, SymmetricCell
+    from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
 
     defaults = CellParameters()
     params = CellParameters(

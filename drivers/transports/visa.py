@@ -138,6 +138,11 @@ class VisaTransport:
                     "the cable/network and the instrument's command language"
                 ) from exc
             raise LinkError(f"{self.resource}: link failed during {command!r} ({_reason(exc)})") from exc
+        except ConnectionRefusedError as exc:  # pyvisa-py connects a SOCKET lazily, on first I/O
+            raise LinkError(
+                f"{self.resource}: cannot connect (connection refused); check the address and port, "
+                "and that the instrument is on and reachable"
+            ) from exc
         except (OSError, EOFError) as exc:
             raise LinkError(f"{self.resource}: link lost during {command!r} ({_reason(exc)})") from exc
 

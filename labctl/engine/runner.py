@@ -302,6 +302,7 @@ class Runner:
         step = progress.step
         data = {
             "watch": finding.watch,
+            "type": self._watches[finding.watch].type,
             "message": finding.message,
             "density_a_m2": step.density_a_m2,
             "current_a": step.current_a,

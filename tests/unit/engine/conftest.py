@@ -45,7 +45,9 @@ class FakePotentiostat:
         self.output = False
 
     async def read(self) -> Reading:
-        return Reading(self.clock.monotonic(), self.voltage(self.clock.monotonic(), self.current), self.current)
+        return Reading(
+            self.clock.monotonic(), self.voltage(self.clock.monotonic(), self.current), self.current
+        )
 
     async def start_acquisition(self, period_s: float) -> None:
         self.period, self.next_t = period_s, self.clock.monotonic() + period_s

@@ -14,7 +14,9 @@ record: {sample: 1 s, every: 10 s, dv: 1 mV, poll: 10 s}
 safety: {voltage: {min: -1 V, max: 1 V}}
 """
 
-RAMP = HEADER + """\
+RAMP = (
+    HEADER
+    + """\
 watch:
   short: {type: short_circuit, collapse: 20 %, debounce: 10 s, action: stop}
 steps:
@@ -25,6 +27,7 @@ steps:
         - current: {density: '${j}', until: {capacity: 0.1 mAh/cm^2}}
         - current: {density: '-${j}', until: {capacity: 0.1 mAh/cm^2}}
 """
+)
 
 
 async def run(text: str, pot, clock, tmp_path: Path):
@@ -36,8 +39,14 @@ async def run(text: str, pot, clock, tmp_path: Path):
 
 async def test_capacity_steps_end_exactly_at_their_charge(clock, fake_potentiostat, tmp_path):
     pot = fake_potentiostat(lambda t, i: 100.0 * i)  # a 100 Ω resistor
-    plan, journal, outcome = await run(RAMP.replace("watch:\n  short: {type: short_circuit, collapse: 20 %, "
-                                                    "debounce: 10 s, action: stop}\n", ""), pot, clock, tmp_path)
+    _, journal, outcome = await run(
+        RAMP.replace(
+            "watch:\n  short: {type: short_circuit, collapse: 20 %, debounce: 10 s, action: stop}\n", ""
+        ),
+        pot,
+        clock,
+        tmp_path,
+    )
     assert outcome.state is RunState.DONE
     ends = list(journal.events([EventKind.STEP_ENDED]))
     assert len(ends) == 6
@@ -50,8 +59,9 @@ async def test_capacity_steps_end_exactly_at_their_charge(clock, fake_potentiost
 
 async def test_kept_samples_follow_the_recording_rule(clock, fake_potentiostat, tmp_path):
     pot = fake_potentiostat(lambda t, i: 100.0 * i)
-    _, journal, _ = await run(HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 100 s}}\n",
-                              pot, clock, tmp_path)
+    _, journal, _ = await run(
+        HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 100 s}}\n", pot, clock, tmp_path
+    )
     times = [s.t_ns for s in journal.samples()]
     # first reading at 1 s, then every 10 s at constant voltage, and the step's last reading at 100 s
     assert [(t - times[0]) / 1e9 for t in times] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
@@ -59,13 +69,16 @@ async def test_kept_samples_follow_the_recording_rule(clock, fake_potentiostat, 
 
 async def test_voltage_changes_are_kept_even_between_intervals(clock, fake_potentiostat, tmp_path):
     pot = fake_potentiostat(lambda t, i: 0.1 + 0.0006 * t)  # 0.6 mV per second
-    _, journal, _ = await run(HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 60 s}}\n",
-                              pot, clock, tmp_path)
+    _, journal, _ = await run(
+        HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 60 s}}\n", pot, clock, tmp_path
+    )
     # 1 mV is crossed every second sample (1.2 mV), well inside the 10 s interval; plus the last one
     assert journal.count_samples() == 31
 
 
-async def test_debounced_short_ends_the_ramp_at_the_density_where_it_collapsed(clock, fake_potentiostat, tmp_path):
+async def test_debounced_short_ends_the_ramp_at_the_density_where_it_collapsed(
+    clock, fake_potentiostat, tmp_path
+):
     short_at = {"t": None}
 
     def cell(t: float, i: float) -> float:
@@ -76,7 +89,7 @@ async def test_debounced_short_ends_the_ramp_at_the_density_where_it_collapsed(c
         return 50.0 * i
 
     pot = fake_potentiostat(cell)
-    plan, journal, outcome = await run(RAMP, pot, clock, tmp_path)
+    _, journal, outcome = await run(RAMP, pot, clock, tmp_path)
     assert outcome.state is RunState.DONE
     assert "short circuit" in outcome.reason
     detector = next(journal.events([EventKind.DETECTOR]))
@@ -98,8 +111,12 @@ async def test_single_noisy_sample_is_not_a_short(clock, fake_potentiostat, tmp_
 
 async def test_safety_breach_makes_the_station_safe_and_ends_in_alarm(clock, fake_potentiostat, tmp_path):
     pot = fake_potentiostat(lambda t, i: 1.5 if t > 30 else 0.1)
-    _, journal, outcome = await run(HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n"
-                                    "  - rest: {until: {time: 1 h}}\n", pot, clock, tmp_path)
+    _, journal, outcome = await run(
+        HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n  - rest: {until: {time: 1 h}}\n",
+        pot,
+        clock,
+        tmp_path,
+    )
     assert outcome.state is RunState.ALARM
     assert "left the safety window" in outcome.reason
     assert pot.commands[1] == ("off", 0.0)  # made safe right after the breach, before anything else

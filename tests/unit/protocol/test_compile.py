@@ -54,9 +54,18 @@ def _error(text: str) -> str:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (MINIMAL.replace("until", "untill"), r"^bad.yaml:4: steps\[0\].rest.untill: unknown field 'untill'; did you mean 'until'"),
-        (MINIMAL.replace("rest", "rets"), r"bad.yaml:4: steps\[0\]: unknown step kind 'rets'; did you mean 'rest'"),
-        (MINIMAL.replace("10 min", "10 mA"), r"bad.yaml:4: steps\[0\].rest.until.time: '10 mA' is not a duration"),
+        (
+            MINIMAL.replace("until", "untill"),
+            r"^bad.yaml:4: steps\[0\].rest.untill: unknown field 'untill'; did you mean 'until'",
+        ),
+        (
+            MINIMAL.replace("rest", "rets"),
+            r"bad.yaml:4: steps\[0\]: unknown step kind 'rets'; did you mean 'rest'",
+        ),
+        (
+            MINIMAL.replace("10 min", "10 mA"),
+            r"bad.yaml:4: steps\[0\].rest.until.time: '10 mA' is not a duration",
+        ),
         (MINIMAL + "cell: {area: 5 mm}\n", r"bad.yaml:5: cell.area: '5 mm' is not an area"),
         (MINIMAL + "recrod: {}\n", r"bad.yaml:5: recrod: unknown field 'recrod'; did you mean 'record'"),
         (
@@ -72,7 +81,10 @@ def _error(text: str) -> str:
             r"bad.yaml:5: steps\[1\].current.until.capacity: '1 mAh' is not an areal capacity",
         ),
         (MINIMAL + "  - rest: {until: {capacity: 1 mAh/cm^2}}\n", r"bad.yaml:5: .*never reaches a capacity"),
-        (MINIMAL + "  - current: {density: 1 mA/cm^2, until: {}}\n", r"bad.yaml:5: .*at least one end condition"),
+        (
+            MINIMAL + "  - current: {density: 1 mA/cm^2, until: {}}\n",
+            r"bad.yaml:5: .*at least one end condition",
+        ),
         (
             MINIMAL + "  - current: {density: 1 mA/cm^2, until: {time: 1 h, action: {goto: nowhere}}}\n",
             r"bad.yaml:5: .*no step is labelled 'nowhere'",
@@ -81,7 +93,10 @@ def _error(text: str) -> str:
             MINIMAL + "  - current: {density: 1 mA/cm^2, until: [{tiem: 1 h, action: stop}]}\n",
             r"bad.yaml:5: .*unknown end condition 'tiem'; did you mean 'time'",
         ),
-        (MINIMAL + "safety: {voltage: {min: 1 V, max: -1 V}}\n", r"bad.yaml:5: safety.voltage: min .* must be below max"),
+        (
+            MINIMAL + "safety: {voltage: {min: 1 V, max: -1 V}}\n",
+            r"bad.yaml:5: safety.voltage: min .* must be below max",
+        ),
         (
             MINIMAL + "safety: {current: {max: 1 mA}}\n  - current: {current: 5 mA, until: {time: 1 h}}\n",
             r"bad.yaml",
