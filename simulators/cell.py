@@ -1,0 +1,612 @@
+"""Physics model of a Li | sulfide solid electrolyte | Li symmetric cell.
+
+Why mechanisms and not a lookup table: a simulated CCD or cycling test is only useful if the cell
+answers to the test variables the way a real one does — stack pressure, temperature, electrolyte,
+thickness, area, current density — including combinations nobody tabulated. So every failure below
+emerges from a mechanism; the literature numbers (DOMAIN.md §2.1, §2.2) are checks, not inputs.
+
+Sign convention (same as `simulators.base.ElectricalLoad`): positive current flows out of the
+instrument's HI terminal into the working electrode (WE). For this symmetric cell that strips Li
+from the WE and plates it on the counter electrode (CE); negative current plates the WE and strips
+the CE. The terminal voltage V = φ(WE) − φ(CE) is positive for positive current. Two identical Li
+electrodes have an open-circuit voltage of exactly 0 V. No measurement noise is added here (the
+instrument simulator does that); the flicker of a soft-short filament is cell behaviour, so it is.
+
+Units: the public interface is SI (A, V, s, Pa, K, m). Inside, lab units are used because the
+literature quotes them: current density j in mA/cm², areal resistance in Ω·cm², lengths in µm,
+pressure in MPa (1 mA/cm² × 1 Ω·cm² = 1 mV).
+
+Marks: [D] DOMAIN.md (the five reviews), [L] a named paper, [T] typical practice / illustrative —
+a default chosen to make the checks below come out of the mechanisms, not a measured constant.
+
+Mechanisms (per electrode e ∈ {WE, CE} unless stated):
+
+1. Bulk ion transport.  R_bulk = L / (σ(T)·A), σ(T) = σ25·exp[−Ea/k_B·(1/T − 1/298.15 K)],
+   σ25 and Ea per electrolyte from `simulators.materials` [D]. 500 µm Li6PS5Cl: 38.5 Ω·cm² at 25 °C.
+2. Contact.  True contact fraction f_e. Stack pressure makes the Li asperities yield, so the
+   equilibrium contact is f0(P) = P / (P + P_y), P_y = 0.8 MPa, the yield stress of Li
+   ([L] Masias et al. 2019: 0.73–0.81 MPa): f0 = 0.56 at 1 MPa, 0.79 at 3 MPa, 0.90 at 7 MPa.
+   Floor 1e-4 with no pressure [T]. Voids never take the last 2 % of contact (f ≥ 0.02 [T]), which
+   keeps the polarization finite — a real cell's stays finite until the instrument's compliance.
+3. Interphase.  Per nominal area R_sei = (R0 + ΔR)·exp[+Ea_c/k_B·(1/T − 1/T_ref)], R0 a few Ω·cm².
+   Passivating electrolytes: d(ΔR²)/dt = g(T)², i.e. ΔR = g·√t at constant T; non-passivating:
+   dΔR/dt = g(T). g Arrhenius. Values per electrolyte in `simulators.materials` [D for the growth
+   law, T for the numbers]. Current crosses only the true contact: R_int,e = R_sei / f_e.
+4. Charge transfer.  Symmetric Butler–Volmer (α = ½) on the true contact:
+   η_e = (2RT/F)·asinh[j / (2·j0(T)·f_e)], j0(25 °C) = 2.0 mA/cm², Ea 0.30 eV [T, "~1 mA/cm²
+   order"]. Fresh LPSCl cell at 7 MPa, 0.5 mA/cm²: 18 mV beyond the bulk ohmic drop.
+5. Voids on stripping ([L] Kasemchainan et al., Nat. Mater. 18, 1105, 2019).  Li reaches the
+   stripping contacts by vacancy diffusion in the Li, j_vac = 0.05 mA/cm²·exp[−0.55 eV/k_B·(…)]
+   ([T]; 0.55 eV ≈ Li self-diffusion), and by power-law creep pushed by the stack pressure,
+   j_creep = 0.35 mA/cm²·C(P, T) with the creep law C = (P / 1 MPa)^2.1·exp[−Q/R·(1/T − 1/T_ref)],
+   Q = 37 kJ/mol ([L] LePage et al. 2019). 2.1 is an effective exponent [T]: the bulk creep
+   exponent of Li is ~6.6, the contact geometry makes the flux's much smaller. So the supply
+   capacity per true contact area is j_cap = j_vac + j_creep. The local stripping flux is j/f; with
+   x = j / (f·j_cap) the fraction of it the supply cannot replace is φ(x) = x⁶ / (1 + x⁶) [T]:
+   contact spots carry unequal current, so voiding sets in steeply but continuously around x = 1.
+   Li removed and not replaced opens voids of depth δ = 0.5 µm (asperity scale [T]):
+       df/dt = −(v_Li(j) / δ)·φ(x) + k_r·(f0(P) − f),   v_Li(j) = j·V_m / F = 1.35e-3 µm/s per mA/cm²
+   (V_m = 13.0 cm³/mol: 4.85 µm per mAh/cm² [D]). Because x ∝ 1/f, contact loss runs away within a
+   half-cycle once j nears f0·j_cap — the critical stripping current, which is not a parameter:
+   0.22 mA/cm² at 1 MPa / 25 °C, 2.8 at 1 MPa / 80 °C, 2.8 at 3 MPa, 19 at 7 MPa. The second term
+   is creep refilling voids with the same law, k_r = 2e-6 s⁻¹·C(P, T) [T]: time constant 140 h at
+   1 MPa, 14 h at 3 MPa, 2.3 h at 7 MPa, so below the critical current small voids (φ ∝ x⁶)
+   accumulate from cycle to cycle at 3 MPa and are healed at 7 MPa.
+6. Dendrite nucleation on plating.  While an electrode plates, a filament nucleates with hazard
+   λ_n = λ0·(j / (f·j_pl(T)))^m, λ0 = 1e-3 s⁻¹, m = 25, j_pl(25 °C) = 2.0 mA/cm² with Ea 0.25 eV
+   [T]: voided electrodes (small f) short on their next plating. A filament then needs at least
+   L / v_tip (v_tip = 10 µm/s [T]) to cross the separator, so the short hazard is
+   λ = λ_n / (1 + λ_n·L / v_tip). Seeded draws: each electrode integrates its hazard and shorts
+   when the integral passes an Exp(1) threshold drawn from its own random stream (one stream per
+   mechanism), so results depend only on the seed and the sequence of calls, and barely on dt.
+7. Shorts.  A filament is an electronic path in parallel with the ionic one. A fresh (soft) one
+   touches the far electrode through a few asperities of the same interface that limits the ionic
+   path, so its resistance is u × the ionic path's resistance at that moment, u log-uniform in
+   0.2–1 [T]; its contact flickers: ln R follows an Ornstein–Uhlenbeck process (σ = 0.4, τ = 20 s
+   [T]). Joule heating can burn it out — hazard (I_f / I_fuse)² / 60 s, I_fuse = 1 mA·(d / 1 µm)^1.5
+   (Preece's law, d log-uniform in 1–3 µm [T]) — and the cell recovers (its voids stay). After
+   0.2 C through it, or at the third filament formation, it becomes a hard short for good: a Li
+   wire 4L / (π·d²·σ_Li) with d = 20 µm, σ_Li = 1.1e7 S/m: 0.14 Ω for 500 µm (0.06 mV at
+   0.5 mA/cm² on 0.785 cm²) [T].
+8. Terminal voltage.  V solves I = I_ion(V) + V / R_fil; the ionic branch V(j) = j·(R_bulk +
+   R_int,WE + R_int,CE) + η_WE + η_CE is odd and concave in j ≥ 0, so Newton's method from j = 0
+   converges monotonically. Voids and plating hazards are driven by the ionic current only.
+
+Resulting calibration (tests/unit/simulators/test_cell_physics.py; LPSCl, 0.5 mm, 0.785 cm²):
+CCD ramp (0.1 mAh/cm² per half-cycle, 0.05 mA/cm² steps) shorts at 0.20 mA/cm² at 1 MPa / 25 °C
+(CCD 0.15) and at ~1.45 mA/cm² at 80 °C; 1 mA/cm², 1 mAh/cm² cycling shorts in the 8th cycle at
+3 MPa after the polarization rose every cycle (80 → 95 mV), and runs 100 cycles at 7 MPa (+5 %,
+the √t interphase). [D]: "< 0.25 at 25 °C, > 0.5 at 80 °C"; "shorts after 8 cycles at 3 MPa, no
+polarization increase over 100 cycles at 7 MPa".
+
+Not modelled yet: Li creeping through the SE's pores at high pressure (shorts with no current),
+cracking, Li-In electrodes, capacitances (an EIS simulator can build them on the resistances
+exposed here), cell-to-cell scatter beyond the seeded nucleation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from simulators.materials import Electrolyte, get_electrolyte
+
+# --- constants ----------------------------------------------------------------------------------
+FARADAY_C_MOL = 96485.33212
+GAS_J_MOL_K = 8.314462618
+BOLTZMANN_EV_K = 8.617333262e-5
+T_REF_K = 298.15
+
+ShortKind = Literal["soft", "hard"]
+LI_MOLAR_VOLUME_CM3_MOL = 13.0  # DOMAIN.md §3
+# Li thickness moved per second per mA/cm²: (1e-3 A/cm²)·(13.0 cm³/mol)/F = 1.347e-7 cm/s
+# = 1.347e-3 µm/s; i.e. 4.85 µm per mAh/cm² (DOMAIN.md §3).
+LI_UM_PER_S_PER_MA_CM2 = 1e-3 * LI_MOLAR_VOLUME_CM3_MOL / FARADAY_C_MOL * 1e4
+
+
+@dataclass(frozen=True)
+class LithiumMechanics:
+    """Parameters of the Li-metal/SE interface mechanisms shared by all electrolytes.
+
+    Lab units (MPa, µm, mA/cm²) because that is how the literature quotes them. The defaults are
+    the values listed in the module docstring; change them to explore, not to calibrate a result.
+    """
+
+    # Contact (mechanism 2)
+    yield_pressure_mpa: float = 0.8  # P_y in f0 = P/(P + P_y); Li yield stress [L]
+    min_contact: float = 0.02  # voids never take the last contact points [T]
+    pressureless_contact: float = 1e-4  # f0 floor with no stack pressure [T]
+    # Voids (mechanism 5)
+    void_depth_um: float = 0.5  # δ: depth of Li lost per unit of contact lost (µm) [T]
+    void_onset_exponent: float = 6.0  # p in φ(x) = x^p/(1 + x^p) [T]
+    vacancy_supply_ma_cm2: float = 0.05  # vacancy-diffusion supply at 25 °C (mA/cm²) [T]
+    vacancy_ea_ev: float = 0.55  # its activation energy, ≈ Li self-diffusion (eV) [T]
+    creep_supply_ma_cm2: float = 0.35  # creep supply at 1 MPa, 25 °C (mA/cm²) [T]
+    creep_pressure_exponent: float = 2.1  # effective n in (P/1 MPa)^n [T]
+    creep_activation_j_mol: float = 37e3  # Q of Li power-law creep (J/mol) [L]
+    void_refill_rate_per_s: float = 2e-6  # k_r at 1 MPa, 25 °C (1/s) [T]
+    # Dendrite nucleation (mechanism 6)
+    nucleation_rate_per_s: float = 1e-3  # λ0: hazard at j/f = j_pl (1/s) [T]
+    nucleation_exponent: float = 25.0  # m [T]
+    filament_tip_speed_um_s: float = 10.0  # fastest crossing of the separator (µm/s) [T]
+    # Filaments (mechanism 7)
+    li_conductivity_s_m: float = 1.1e7  # σ of Li metal at room temperature (S/m)
+    soft_resistance_fraction: tuple[float, float] = (0.2, 1.0)  # u range, × ionic path [T]
+    soft_diameter_um: tuple[float, float] = (1.0, 3.0)  # soft filament d range (µm) [T]
+    hard_diameter_um: float = 20.0  # d of the permanent Li bridge (µm) [T]
+    flicker_sigma_ln: float = 0.4  # stationary std of ln R of a soft filament [T]
+    flicker_time_s: float = 20.0  # correlation time of that flicker (s) [T]
+    fuse_current_ma: float = 1.0  # fusing current of a 1 µm filament (mA) [T]
+    fuse_time_s: float = 60.0  # mean burn-out time at the fusing current (s) [T]
+    hardening_charge_c: float = 0.2  # charge through a soft filament that makes it hard (C) [T]
+    hardening_formations: int = 3  # the n-th filament formation is hard [T]
+    # Numerics
+    max_substep_s: float = 10.0  # longest internal step under current (s)
+    max_contact_change: float = 0.02  # largest relative change of f per internal step
+
+
+@dataclass(frozen=True)
+class CellParameters:
+    """What a user states about a symmetric cell when building it. SI units.
+
+    Attributes:
+        material: Electrolyte formula or alias (see `simulators.materials`).
+        area_m2: Electrode area; default a 10 mm pellet, 0.785 cm².
+        thickness_m: Separator thickness; default 0.5 mm.
+        pressure_pa: Initial stack pressure; default 1 MPa. The contact starts at equilibrium here.
+        temperature_k: Initial temperature; default 25 °C.
+        seed: Seed of every random draw the cell makes (dendrites, filaments).
+        mechanics: Interface mechanism parameters (see `LithiumMechanics`).
+    """
+
+    material: str = "Li6PS5Cl"
+    area_m2: float = 0.785e-4
+    thickness_m: float = 500e-6
+    pressure_pa: float = 1e6
+    temperature_k: float = 298.15
+    seed: int = 0
+    mechanics: LithiumMechanics = field(default_factory=LithiumMechanics)
+
+    def __post_init__(self) -> None:
+        get_electrolyte(self.material)  # fail early, with the list of valid names
+        for name in ("area_m2", "thickness_m", "temperature_k"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.pressure_pa >= 0:
+            raise ValueError(f"pressure_pa must be >= 0, got {self.pressure_pa!r}")
+
+
+@dataclass(frozen=True)
+class CellState:
+    """Read-only snapshot of the cell's internal state, for tests, plots and EIS simulators.
+
+    Attributes:
+        contact_we: True contact fraction of the working electrode (0..1).
+        contact_ce: True contact fraction of the counter electrode (0..1).
+        equilibrium_contact: f0(P) at the present stack pressure.
+        void_fraction_we: Share of the equilibrium contact lost to voids at the WE, 1 − f/f0 (≥ 0).
+        void_fraction_ce: Same for the CE.
+        interphase_resistance_ohm: Interphase resistance of one electrode per nominal area at the
+            present temperature, as if contact were perfect (Ω).
+        short_resistance_ohm: Resistance of the filament short, or None.
+        short_kind: ``"soft"``, ``"hard"`` or None.
+        filament_formations: How many filaments have nucleated so far.
+        elapsed_s: Time integrated by `advance` (s).
+        charge_passed_c: Net charge passed, ∫I dt (C); positive = Li moved from WE to CE.
+        charge_throughput_c: ∫|I| dt (C).
+    """
+
+    contact_we: float
+    contact_ce: float
+    equilibrium_contact: float
+    void_fraction_we: float
+    void_fraction_ce: float
+    interphase_resistance_ohm: float
+    short_resistance_ohm: float | None
+    short_kind: ShortKind | None
+    filament_formations: int
+    elapsed_s: float
+    charge_passed_c: float
+    charge_throughput_c: float
+
+
+def _arrhenius_ev(ea_ev: float, temperature_k: float) -> float:
+    """Rate factor relative to 25 °C for an activation energy in eV: exp[−Ea/k_B·(1/T − 1/T_ref)]."""
+    return math.exp(-ea_ev / BOLTZMANN_EV_K * (1.0 / temperature_k - 1.0 / T_REF_K))
+
+
+def _streams(seed: int, n: int) -> list[random.Random]:
+    """Independent random streams from one seed, so one mechanism's draws never shift another's."""
+    # SeedSequence wants non-negative entropy; keep negative seeds distinct from positive ones.
+    states = np.random.SeedSequence([abs(seed), int(seed < 0)]).spawn(n)
+    return [random.Random(int(s.generate_state(2, dtype=np.uint64)[0])) for s in states]
+
+
+class SymmetricCell:
+    """A Li | SE | Li symmetric cell under stack pressure: an `ElectricalLoad` for a simulated SMU.
+
+    Why a stateful object with `advance`/`voltage`: the instrument simulator owns the clock and the
+    current; the cell only integrates its state over the time it is told and reports the voltage.
+    `pressure_pa` and `temperature_k` may be set at any time (by a pressure rig or heater model);
+    the contact then creeps toward the new equilibrium instead of jumping.
+    """
+
+    def __init__(self, params: CellParameters | None = None) -> None:
+        self.params = params or CellParameters()
+        self.electrolyte: Electrolyte = get_electrolyte(self.params.material)
+        self._mech = self.params.mechanics
+        self._area_cm2 = self.params.area_m2 * 1e4
+        self._thickness_um = self.params.thickness_m * 1e6
+        # Random streams: nucleation WE, nucleation CE, new filaments, flicker, fuse.
+        self._rng_nuc_we, self._rng_nuc_ce, self._rng_fil, self._rng_flicker, self._rng_fuse = _streams(
+            self.params.seed, 5
+        )
+        self._pressure_pa = float(self.params.pressure_pa)
+        self._temperature_k = float(self.params.temperature_k)
+        self._refresh_conditions()
+        # Contact starts at equilibrium with the initial stack pressure.
+        self._f_we = self._f0
+        self._f_ce = self._f0
+        # Interphase growth state: ΔR² (Ω·cm²)² if passivating, ΔR (Ω·cm²) if not.
+        self._growth = 0.0
+        # Plating hazard integrals and their Exp(1) thresholds.
+        self._hazard_we = 0.0
+        self._hazard_ce = 0.0
+        self._threshold_we = self._rng_nuc_we.expovariate(1.0)
+        self._threshold_ce = self._rng_nuc_ce.expovariate(1.0)
+        # Filament.
+        self._short_kind: ShortKind | None = None
+        self._fil_base_ohm = math.inf  # resistance without flicker
+        self._fil_fuse_a = math.inf  # Preece fusing current of the present soft filament
+        self._fil_ln = 0.0  # flicker state, ln(R/R_base)
+        self._fil_charge_c = 0.0
+        self._formations = 0
+        self._fuse_hazard = 0.0
+        self._fuse_threshold = self._rng_fuse.expovariate(1.0)
+        # Book-keeping.
+        self._elapsed_s = 0.0
+        self._charge_c = 0.0
+        self._throughput_c = 0.0
+
+    # --- conditions ---------------------------------------------------------------------------
+    @property
+    def pressure_pa(self) -> float:
+        """Stack pressure (Pa). Settable: the contact then creeps toward the new f0(P)."""
+        return self._pressure_pa
+
+    @pressure_pa.setter
+    def pressure_pa(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"pressure must be >= 0 Pa, got {value!r}")
+        self._pressure_pa = float(value)
+        self._refresh_conditions()
+
+    @property
+    def temperature_k(self) -> float:
+        """Cell temperature (K). Settable: every Arrhenius rate follows at once."""
+        return self._temperature_k
+
+    @temperature_k.setter
+    def temperature_k(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"temperature must be > 0 K, got {value!r}")
+        self._temperature_k = float(value)
+        self._refresh_conditions()
+
+    def _refresh_conditions(self) -> None:
+        """Recompute everything that depends only on P and T (cached: advance() is hot)."""
+        m, el, t = self._mech, self.electrolyte, self._temperature_k
+        p_mpa = self._pressure_pa / 1e6
+        # Bulk: R_bulk·A = L/σ(T) (Ω·cm²), L in cm.
+        sigma = el.sigma_25_s_cm * _arrhenius_ev(el.ea_ev, t)
+        self._r_bulk_cm2 = (self._thickness_um * 1e-4) / sigma
+        # Contact equilibrium f0(P) = P/(P + P_y).
+        self._f0 = max(m.pressureless_contact, p_mpa / (p_mpa + m.yield_pressure_mpa))
+        # Creep law C(P, T) = (P/1 MPa)^n·exp[−Q/R·(1/T − 1/T_ref)], shared by supply and refill.
+        creep = (p_mpa**m.creep_pressure_exponent) * math.exp(
+            -m.creep_activation_j_mol / GAS_J_MOL_K * (1.0 / t - 1.0 / T_REF_K)
+        )
+        # Supply capacity per true contact area (mA/cm²): vacancy diffusion + creep.
+        self._j_cap = max(
+            1e-9,
+            m.vacancy_supply_ma_cm2 * _arrhenius_ev(m.vacancy_ea_ev, t) + m.creep_supply_ma_cm2 * creep,
+        )
+        # Void refill rate toward f0 (1/s).
+        self._k_refill = m.void_refill_rate_per_s * creep
+        # Interphase: conduction factor on resistance, and growth rate at T.
+        self._sei_factor = 1.0 / _arrhenius_ev(el.interphase_conduction_ea_ev, t)
+        g = el.interphase_growth * _arrhenius_ev(el.interphase_growth_ea_ev, t)
+        # Passivating: d(ΔR²)/dt = g² (so ΔR = g·√t at constant T); else dΔR/dt = g.
+        self._growth_rate = g * g if el.passivating else g
+        # Charge transfer: b = 2RT/F (V) and j0(T) (mA/cm²).
+        self._bv_b = 2.0 * GAS_J_MOL_K * t / FARADAY_C_MOL
+        self._j0 = el.exchange_current_ma_cm2 * _arrhenius_ev(el.exchange_current_ea_ev, t)
+        # Plating: critical local density j_pl(T) (mA/cm²); minimum crossing time L/v_tip (s).
+        self._j_pl = el.critical_plating_ma_cm2 * _arrhenius_ev(el.critical_plating_ea_ev, t)
+        self._t_cross = self._thickness_um / m.filament_tip_speed_um_s
+
+    # --- resistances ----------------------------------------------------------------------------
+    def _sei_cm2(self) -> float:
+        """Interphase resistance of one electrode per nominal area at T, perfect contact (Ω·cm²)."""
+        el = self.electrolyte
+        dr = math.sqrt(self._growth) if el.passivating else self._growth
+        return (el.interphase_r0_ohm_cm2 + dr) * self._sei_factor
+
+    def bulk_resistance_ohm(self) -> float:
+        """Ionic resistance of the separator at the present temperature, L/(σ(T)·A) (Ω)."""
+        return self._r_bulk_cm2 / self._area_cm2
+
+    def interface_resistance_ohm(self) -> float:
+        """Small-signal resistance of both Li/SE interfaces at zero current (Ω).
+
+        Interphase plus charge-transfer resistance (dη/dj at j = 0 is RT/(F·j0)), each acting on
+        the true contact area only, so voids show up here as they would in an EIS arc.
+        """
+        r_ct = 0.5 * self._bv_b / (self._j0 * 1e-3)  # RT/(F·j0) in Ω·cm² (j0 in A/cm²)
+        per_contact = self._sei_cm2() + r_ct
+        return per_contact * (1.0 / self._f_we + 1.0 / self._f_ce) / self._area_cm2
+
+    @property
+    def is_shorted(self) -> bool:
+        """True while a soft or hard filament bridges the electrodes."""
+        return self._short_kind is not None
+
+    def _short_ohm(self) -> float:
+        """Present filament resistance (Ω), inf without a short."""
+        if self._short_kind is None:
+            return math.inf
+        if self._short_kind == "hard":
+            return self._fil_base_ohm
+        return self._fil_base_ohm * math.exp(self._fil_ln)
+
+    @property
+    def state(self) -> CellState:
+        """A snapshot of the internal state (a copy: changing it changes nothing)."""
+        r_short = self._short_ohm()
+        return CellState(
+            contact_we=self._f_we,
+            contact_ce=self._f_ce,
+            equilibrium_contact=self._f0,
+            void_fraction_we=max(0.0, 1.0 - self._f_we / self._f0),
+            void_fraction_ce=max(0.0, 1.0 - self._f_ce / self._f0),
+            interphase_resistance_ohm=self._sei_cm2() / self._area_cm2,
+            short_resistance_ohm=None if math.isinf(r_short) else r_short,
+            short_kind=self._short_kind,
+            filament_formations=self._formations,
+            elapsed_s=self._elapsed_s,
+            charge_passed_c=self._charge_c,
+            charge_throughput_c=self._throughput_c,
+        )
+
+    # --- electrical solution --------------------------------------------------------------------
+    def _ionic_coefficients(self) -> tuple[float, float, float, float]:
+        """Coefficients of the ionic branch V(j) = r·j + b·[asinh(a_we·j) + asinh(a_ce·j)].
+
+        Returns (r, b, a_we, a_ce): r in V per mA/cm² (bulk + both interphases on true contact,
+        Ω·cm² × 1e-3), b = 2RT/F in V, a_e = 1/(2·j0·f_e) in cm²/mA.
+        """
+        sei = self._sei_cm2()
+        r = 1e-3 * (self._r_bulk_cm2 + sei / self._f_we + sei / self._f_ce)
+        return r, self._bv_b, 0.5 / (self._j0 * self._f_we), 0.5 / (self._j0 * self._f_ce)
+
+    def _split(self, j_total: float) -> tuple[float, float]:
+        """Split a total current density between the ionic path and the filament.
+
+        Args:
+            j_total: Terminal current density (mA/cm² of nominal area), signed.
+
+        Returns:
+            (j_ion, V): the ionic current density (mA/cm²) and the terminal voltage (V).
+        """
+        r, b, a_w, a_c = self._ionic_coefficients()
+        r_short = self._short_ohm()
+        if math.isinf(r_short):
+            # No filament: all current is ionic, V(j) in closed form.
+            return j_total, r * j_total + b * (math.asinh(a_w * j_total) + math.asinh(a_c * j_total))
+        if j_total == 0.0:
+            return 0.0, 0.0
+        # Filament conductance per nominal area in (mA/cm²)/V: 1e3/(R·A).
+        g = 1e3 / (r_short * self._area_cm2)
+        # V(j) is odd, so solve for |J| and restore the sign. h(j) = j + g·V(j) − |J| is increasing
+        # and concave for j ≥ 0: Newton from j = 0 approaches the root monotonically from below.
+        target = abs(j_total)
+        j = 0.0
+        for _ in range(50):
+            aw, ac = a_w * j, a_c * j
+            v = r * j + b * (math.asinh(aw) + math.asinh(ac))
+            dv = r + b * (a_w / math.sqrt(1.0 + aw * aw) + a_c / math.sqrt(1.0 + ac * ac))
+            step = (j + g * v - target) / (1.0 + g * dv)
+            j -= step
+            if abs(step) <= 1e-13 * target:
+                break
+        v = r * j + b * (math.asinh(a_w * j) + math.asinh(a_c * j))
+        return math.copysign(j, j_total), math.copysign(v, j_total)
+
+    def voltage(self, current_a: float) -> float:
+        """Terminal voltage (V) at the present state while `current_a` (A) flows. No noise."""
+        return self._split(current_a / self._area_cm2 * 1e3)[1]
+
+    # --- time integration ---------------------------------------------------------------------
+    def advance(self, dt: float, current_a: float) -> None:
+        """Integrate the cell state over `dt` seconds at constant current `current_a` (A).
+
+        At zero current everything has a closed form (creep relaxation, interphase growth), so a
+        rest of any length is one step. Under current the contact ODE is sub-stepped (explicit
+        Euler, at most `max_substep_s` and a `max_contact_change` relative change of f per step),
+        the hazards are integrated along, and the flicker is updated exactly once per call.
+        Deterministic: the same seed and the same sequence of calls give the same state.
+        """
+        if not dt >= 0:
+            raise ValueError(f"dt must be >= 0 s, got {dt!r}")
+        if dt == 0:
+            return
+        m = self._mech
+        j_total = current_a / self._area_cm2 * 1e3  # mA/cm²
+        if j_total == 0.0:
+            self._rest(dt)
+        else:
+            self._run(dt, j_total)
+        self._elapsed_s += dt
+        self._charge_c += current_a * dt
+        self._throughput_c += abs(current_a) * dt
+        if self._short_kind == "soft":
+            # Flicker: exact Ornstein–Uhlenbeck update of ln(R/R_base) over dt.
+            decay = math.exp(-dt / m.flicker_time_s)
+            spread = m.flicker_sigma_ln * math.sqrt(1.0 - decay * decay)
+            self._fil_ln = self._fil_ln * decay + spread * self._rng_flicker.gauss(0.0, 1.0)
+
+    def _rest(self, dt: float) -> None:
+        """Open circuit: creep relaxes both contacts toward f0 and the interphase grows.
+
+        No current flows, so no voids open, nothing plates and a filament (V = 0) carries nothing.
+        """
+        # df/dt = k_r·(f0 − f)  ⇒  f(t) = f0 + (f − f0)·exp(−k_r·t).
+        decay = math.exp(-self._k_refill * dt)
+        self._f_we = self._f0 + (self._f_we - self._f0) * decay
+        self._f_ce = self._f0 + (self._f_ce - self._f0) * decay
+        # Interphase: ΔR² += g²·dt (passivating) or ΔR += g·dt, exact at constant T.
+        self._growth += self._growth_rate * dt
+
+    def _run(self, dt: float, j_total: float) -> None:
+        """Under current: sub-stepped voids, plating hazards, filament burn-out and hardening."""
+        m = self._mech
+        f_lo = min(m.min_contact, self._f0)
+        remaining = dt
+        while remaining > 0.0:
+            j_ion, v = self._split(j_total)
+            # +j strips the WE and plates the CE; −j the reverse.
+            if j_ion > 0.0:
+                rate_we = self._contact_rate(self._f_we, j_ion)
+                rate_ce = self._contact_rate(self._f_ce, 0.0)
+            else:
+                rate_we = self._contact_rate(self._f_we, 0.0)
+                rate_ce = self._contact_rate(self._f_ce, -j_ion)
+            # A contact pinned at its lower bound does not shrink further, nor limit the step.
+            if rate_we < 0.0 and self._f_we <= f_lo:
+                rate_we = 0.0
+            if rate_ce < 0.0 and self._f_ce <= f_lo:
+                rate_ce = 0.0
+            # Step: at most max_substep_s, and small relative contact changes (the void runaway
+            # accelerates as f falls, so a fixed step would overshoot near f_min).
+            h = min(remaining, m.max_substep_s)
+            fastest = max(abs(rate_we) / self._f_we, abs(rate_ce) / self._f_ce)  # 1/s
+            if fastest * h > m.max_contact_change:
+                h = max(m.max_contact_change / fastest, 1e-3)
+            # Plating hazard of the electrode receiving Li (f at the start of the step).
+            if j_ion < 0.0:
+                self._hazard_we += self._plating_hazard(self._f_we, -j_ion) * h
+            elif j_ion > 0.0:
+                self._hazard_ce += self._plating_hazard(self._f_ce, j_ion) * h
+            # Contact update, clamped to [f_lo, 1].
+            self._f_we = min(1.0, max(f_lo, self._f_we + rate_we * h))
+            self._f_ce = min(1.0, max(f_lo, self._f_ce + rate_ce * h))
+            # Interphase growth: ΔR² += g²·h (passivating) or ΔR += g·h.
+            self._growth += self._growth_rate * h
+            # Filament: charge through it, Joule burn-out hazard, hardening.
+            if self._short_kind == "soft":
+                i_fil = v / self._short_ohm()  # A
+                self._fil_charge_c += abs(i_fil) * h
+                self._fuse_hazard += (i_fil / self._fil_fuse_a) ** 2 / m.fuse_time_s * h
+                if self._fil_charge_c >= m.hardening_charge_c:
+                    self._harden()
+                elif self._fuse_hazard >= self._fuse_threshold:
+                    self._fuse()
+            # Nucleation: the integrated hazard passed this electrode's Exp(1) threshold.
+            if self._hazard_we >= self._threshold_we:
+                self._hazard_we = 0.0
+                self._threshold_we = self._rng_nuc_we.expovariate(1.0)
+                self._nucleate(self._ionic_ohm(j_ion, v))
+            if self._hazard_ce >= self._threshold_ce:
+                self._hazard_ce = 0.0
+                self._threshold_ce = self._rng_nuc_ce.expovariate(1.0)
+                self._nucleate(self._ionic_ohm(j_ion, v))
+            remaining -= h
+
+    def _contact_rate(self, f: float, j_strip: float) -> float:
+        """df/dt (1/s) of one electrode: void formation while stripping, creep refill always.
+
+        Args:
+            f: Present true contact fraction.
+            j_strip: Nominal stripping current density at this electrode (mA/cm², ≥ 0).
+        """
+        # Creep refills voids toward f0(P) (and lets contact relax down if P was lowered).
+        rate = self._k_refill * (self._f0 - f)
+        if j_strip > 0.0:
+            # x = local stripping flux / supply capacity, both per true contact area.
+            x = j_strip / (f * self._j_cap)
+            xp = x**self._mech.void_onset_exponent
+            unreplaced = xp / (1.0 + xp) if xp < 1e300 else 1.0
+            # Li removed faster than supplied opens a void of depth δ: df/dt = −v_Li·φ/δ.
+            rate -= LI_UM_PER_S_PER_MA_CM2 * j_strip * unreplaced / self._mech.void_depth_um
+        return rate
+
+    def _plating_hazard(self, f: float, j_plate: float) -> float:
+        """Hazard (1/s) that plating at `j_plate` (mA/cm², nominal) on contact `f` shorts the cell."""
+        m = self._mech
+        ratio = min(j_plate / (f * self._j_pl), 1e6)
+        nucleation = m.nucleation_rate_per_s * ratio**m.nucleation_exponent
+        # Nucleation then crossing the separator: the rate saturates at v_tip/L.
+        return nucleation / (1.0 + nucleation * self._t_cross)
+
+    def _wire_ohm(self, diameter_um: float) -> float:
+        """Resistance of a Li wire spanning the separator: 4L/(π·d²·σ_Li) (Ω)."""
+        d_m = diameter_um * 1e-6
+        return 4.0 * self.params.thickness_m / (math.pi * d_m * d_m * self._mech.li_conductivity_s_m)
+
+    def _ionic_ohm(self, j_ion: float, v: float) -> float:
+        """Resistance of the ionic path (Ω): chord V/I under current, small-signal dV/dI at rest."""
+        if j_ion != 0.0 and v != 0.0:
+            return v / (j_ion * 1e-3 * self._area_cm2)
+        r, b, a_w, a_c = self._ionic_coefficients()
+        return (r + b * (a_w + a_c)) / (1e-3 * self._area_cm2)
+
+    def _nucleate(self, r_ionic_ohm: float) -> None:
+        """A filament reaches the other electrode: a new soft short, or a harder existing one.
+
+        Args:
+            r_ionic_ohm: Resistance of the ionic path at this moment; a fresh filament touches the
+                far electrode through a few asperities of the same interface, so its resistance is
+                a random fraction u ∈ [u_min, u_max] (log-uniform) of it.
+        """
+        m = self._mech
+        self._formations += 1
+        if self._short_kind == "hard":
+            return
+        if self._formations >= m.hardening_formations:
+            self._harden()
+            return
+        lo, hi = m.soft_resistance_fraction
+        r_new = r_ionic_ohm * math.exp(self._rng_fil.uniform(math.log(lo), math.log(hi)))
+        # Preece: the fusing current of a thin wire grows as d^1.5.
+        d_lo, d_hi = m.soft_diameter_um
+        d = math.exp(self._rng_fil.uniform(math.log(d_lo), math.log(d_hi)))
+        fuse_new = 1e-3 * m.fuse_current_ma * d**1.5  # A
+        if self._short_kind == "soft":
+            # Another path in parallel: conductances add, and so (roughly) do fusing currents.
+            self._fil_base_ohm = 1.0 / (1.0 / self._fil_base_ohm + 1.0 / r_new)
+            self._fil_fuse_a += fuse_new
+        else:
+            self._short_kind = "soft"
+            self._fil_base_ohm = r_new
+            self._fil_fuse_a = fuse_new
+            self._fil_ln = 0.0
+            self._fil_charge_c = 0.0
+            self._fuse_hazard = 0.0
+            self._fuse_threshold = self._rng_fuse.expovariate(1.0)
+
+    def _harden(self) -> None:
+        """The filament thickens into a permanent Li bridge."""
+        self._short_kind = "hard"
+        self._fil_base_ohm = self._wire_ohm(self._mech.hard_diameter_um)
+        self._fil_ln = 0.0
+
+    def _fuse(self) -> None:
+        """Joule heating burns the soft filament out; the cell recovers (voids stay)."""
+        self._short_kind = None
+        self._fil_base_ohm = math.inf
+        self._fil_fuse_a = math.inf
+        self._fil_ln = 0.0
