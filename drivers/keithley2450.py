@@ -10,11 +10,12 @@ that the REL buffer element counts from the first reading, taken one period afte
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from drivers.base import Reading
-from drivers.errors import InstrumentReplyError, InstrumentStateError, LinkError
+from drivers.errors import InstrumentError, InstrumentReplyError, InstrumentStateError
 from drivers.scpi import (
     MessageTransport,
     ScpiInstrument,
@@ -24,6 +25,8 @@ from drivers.scpi import (
     parse_bool,
     parse_quoted,
 )
+
+log = logging.getLogger(__name__)
 
 BUFFER = "defbuffer1"
 ONE_SHOT_BUFFER = "defbuffer2"
@@ -178,6 +181,10 @@ class Keithley2450(ScpiInstrument):
     async def __aexit__(self, *exc_info: object) -> None:
         try:
             await self.safe_state()
+        except InstrumentError as exc:
+            # The engine's Station.make_safe already tried and reported this to the operator;
+            # raising here would only hide the run's own outcome.
+            log.error("%s: output not confirmed off on close: %s", self.transport.resource, exc)
         finally:
             await self._close_transport()
 
@@ -249,7 +256,16 @@ class Keithley2450(ScpiInstrument):
         self._output_on = False
 
     async def read(self) -> Reading:
-        """One reading now (into the second default buffer, so acquisition indexes are untouched)."""
+        """The latest reading: the newest buffered one while acquiring, else one taken now.
+
+        `:READ?` while a trigger model runs is a settings conflict (-221) on the 2450, so during
+        acquisition the newest stored reading is fetched instead. A reading taken now goes to the
+        second default buffer, so the acquisition buffer's indexes stay untouched.
+        """
+        if self._acquiring:
+            reply = await self.transport.query(f':FETC? "{BUFFER}", READ, SOUR, REL')
+            voltage, current, rel = self._floats(reply, 3)
+            return Reading(self._t_init + self._period_s + rel, voltage, current)
         reply = await self.transport.query(f':READ? "{ONE_SHOT_BUFFER}", READ, SOUR')
         voltage, current = self._floats(reply, 2)
         return Reading(self._time(), voltage, current)
@@ -312,11 +328,11 @@ class Keithley2450(ScpiInstrument):
     async def safe_state(self) -> None:
         """Output off, acquisition stopped: the cell sees no current."""
         self._acquiring = False
-        try:
-            await self.transport.write(":ABOR;:OUTP OFF")
-        except LinkError:
-            self._output_on = True  # unknown; the caller must treat the cell as possibly live
-            raise
+        self._output_on = True  # unknown until confirmed: the caller must treat the cell as live
+        await self.transport.write(":ABOR;:OUTP OFF")
+        # Confirm by asking: a write into a socket the peer already closed can still "succeed".
+        if await self.get("output"):
+            raise InstrumentStateError(f"{self.transport.resource}: the output is still on after :OUTP OFF")
         self._output_on = False
 
     def _floats(self, reply: str, count: int) -> list[float]:

@@ -49,7 +49,7 @@ CONNECT = [
     ),
     (":SYST:ERR?", '0,"No error"'),
 ]
-SAFE = [(":ABOR;:OUTP OFF", None)]
+SAFE = [(":ABOR;:OUTP OFF", None), (":OUTP?", "0")]
 
 
 async def test_connect_configures_native_scpi_and_checks_errors():
@@ -155,4 +155,14 @@ async def test_garbled_buffer_reply_is_a_driver_error_not_a_crash():
         await smu.start_acquisition(1.0)
         with pytest.raises(InstrumentReplyError, match="expected numbers"):
             await smu.fetch()
+    transport.assert_all_used()
+
+
+async def test_safe_state_is_confirmed_by_asking_and_refused_if_the_output_stays_on():
+    transport = ScriptedTransport(CONNECT + [(":ABOR;:OUTP OFF", None), (":OUTP?", "1")] + SAFE)
+    smu = Keithley2450(transport)
+    await smu.__aenter__()
+    with pytest.raises(InstrumentStateError, match="still on"):
+        await smu.safe_state()
+    await smu.__aexit__(None, None, None)
     transport.assert_all_used()

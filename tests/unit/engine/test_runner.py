@@ -147,3 +147,28 @@ async def test_cancelled_run_leaves_the_output_off(clock, fake_potentiostat, tmp
     assert runner.state is RunState.ABORTED
     ended = list(journal.events([EventKind.RUN_ENDED]))
     assert ended[0].data["state"] == "aborted"
+
+
+async def test_lost_link_fails_the_run_and_says_the_cell_may_be_live(clock, fake_potentiostat, tmp_path):
+    from drivers.errors import LinkError
+
+    pot = fake_potentiostat(lambda t, i: 0.1)
+    original_fetch = pot.fetch
+
+    async def fetch():
+        if clock.monotonic() > 60:
+            raise LinkError("bench: link lost during ':TRAC:ACT?'")
+        return await original_fetch()
+
+    async def safe_state():
+        raise LinkError("bench: link lost during ':ABOR;:OUTP OFF'")
+
+    pot.fetch, pot.safe_state = fetch, safe_state
+    _, journal, outcome = await run(
+        HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n", pot, clock, tmp_path
+    )
+    assert outcome.state is RunState.FAILED and "link lost" in outcome.reason
+    assert outcome.unsafe and "switch its output off by hand" in outcome.unsafe[0]
+    kinds = [e.kind for e in journal.events()]
+    assert EventKind.INSTRUMENT in kinds and EventKind.ALARM in kinds and kinds[-1] is EventKind.RUN_ENDED
+    assert journal.count_samples() > 0  # what was measured before the loss is kept
