@@ -8,7 +8,9 @@ status; a traceback means a bug in labctl. Heavy imports happen inside the comma
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labctl: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("labctl: interrupted; the station was made safe", file=sys.stderr)
+        print("labctl: interrupted before the run started; no instrument was driven", file=sys.stderr)
         return EXIT_ABORTED
 
 
@@ -141,6 +143,13 @@ def _run(args: argparse.Namespace) -> int:
     progress = ProgressLine(plan, enabled=not args.quiet)
     bus.subscribe(progress.on_record)
 
+    def abort_on_signals(runner: Any) -> None:
+        # Ctrl-C or SIGTERM ends the run through the engine, so the station is made safe and the
+        # run directory still gets its result; until the runner exists, the default applies.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, runner.abort)
+
     async def go() -> Any:
         progress.start()
         try:
@@ -153,15 +162,17 @@ def _run(args: argparse.Namespace) -> int:
                 out=args.out,
                 bus=bus,
                 on_start=progress.announce,
+                on_runner=abort_on_signals,
             )
         finally:
             await progress.stop()
 
     report = run_blocking(go())
     print(final_summary(plan, report))
-    if report.outcome.state.value == "alarm" or report.outcome.unsafe:
+    state = report.outcome.state.value
+    if state == "alarm" or report.outcome.unsafe:
         return EXIT_ALARM
-    return EXIT_OK if report.outcome.state.value == "done" else EXIT_ERROR
+    return {"done": EXIT_OK, "aborted": EXIT_ABORTED}.get(state, EXIT_ERROR)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -166,7 +166,7 @@ def final_summary(plan: Plan, report: Any) -> str:
         ccd = result["ccd_mA_cm2"]
         short = result["short_at_mA_cm2"]
         if ccd is None:
-            lines.append("  CCD          none (no current density completed without a short)")
+            lines.append("  CCD          none (no current density level was completed)")
         elif short is None:
             lines.append(
                 f"  CCD          ≥ {ccd:g} mA/cm² (no short up to the end of the ramp; raise its 'to:')"

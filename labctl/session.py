@@ -60,6 +60,7 @@ async def run_protocol(
     bus: Bus,
     clock: Clock | None = None,
     on_start: Callable[[Path], None] | None = None,
+    on_runner: Callable[[Runner], None] | None = None,
 ) -> RunReport:
     """Run a compiled protocol and write its run directory."""
     clock = clock or (SimulatedClock() if simulate else RealClock())
@@ -99,7 +100,10 @@ async def run_protocol(
             journal.set_meta("instrument", settings["instrument"])
             write_json(run_dir / SETTINGS, settings)
             started = True
-            outcome = await Runner(plan, station, clock, journal, bus).run()
+            runner = Runner(plan, station, clock, journal, bus)
+            if on_runner is not None:
+                on_runner(runner)  # e.g. the CLI wires Ctrl-C to runner.abort()
+            outcome = await runner.run()
         simulated_s = clock.monotonic() - start
         result = build_result(plan, journal, outcome, seed, simulate)
         write_json(run_dir / RESULT, result)

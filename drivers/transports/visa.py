@@ -10,6 +10,7 @@ query would otherwise time out (pyvisa#98, pyvisa-py#301).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from enum import Enum
 from typing import Any
@@ -112,15 +113,30 @@ class VisaTransport:
         async with self._lock:
             self._require_open()
             log.debug("%s << %s", self.resource, command)
-            await asyncio.to_thread(self._call, self._instrument.write, command)
+            await self._in_thread(self._instrument.write, command)
 
     async def query(self, command: str) -> str:
         """Send a command and return its reply line without the termination."""
         async with self._lock:
             self._require_open()
-            reply = await asyncio.to_thread(self._call, self._instrument.query, command)
+            reply = await self._in_thread(self._instrument.query, command)
             log.debug("%s << %s >> %s", self.resource, command, reply)
             return reply
+
+    async def _in_thread(self, method: Any, command: str) -> Any:
+        """Run one blocking call; if cancelled, still wait for it before giving up the lock.
+
+        A cancelled `to_thread` leaves its thread running: without this wait, the next caller
+        (typically the safe-state command) would read the abandoned query's reply as its own.
+        The wait is bounded by the VISA timeout.
+        """
+        call = asyncio.ensure_future(asyncio.to_thread(self._call, method, command))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await call
+            raise
 
     def _require_open(self) -> None:
         if self.state is not TransportState.OPEN:

@@ -93,12 +93,24 @@ class Runner:
         self._samples: list[Sample] = []
         self._events: list[Event] = []
         self._sample_period = 0.0
+        self._task: asyncio.Task[Any] | None = None
+        self._abort_reason: str | None = None
+
+    def abort(self, reason: str = "aborted by the operator") -> None:
+        """End the run now: the station is made safe and `run()` returns an ABORTED outcome.
+
+        Safe to call from a signal handler or another task; a second call does nothing.
+        """
+        if self._abort_reason is None and self._task is not None and not self._task.done():
+            self._abort_reason = reason
+            self._task.cancel()
 
     def _set_state(self, new: RunState) -> None:
         self.state = check_transition(self.state, new)
 
     async def run(self) -> RunOutcome:
         """Run every step; always ends with the station in its safe state."""
+        self._task = asyncio.current_task()
         self._set_state(RunState.RUNNING)
         self._event(-1, EventKind.RUN_STARTED, {"protocol": self.plan.name, "steps": len(self.plan.steps)})
         outcome = RunOutcome(RunState.DONE, "all steps done", -1)
@@ -121,8 +133,11 @@ class Runner:
                     outcome = RunOutcome(RunState.ALARM, decision.reason, index)
                     break
         except asyncio.CancelledError:
-            outcome = RunOutcome(RunState.ABORTED, "aborted by the operator", outcome.last_step)
-            raise
+            outcome = RunOutcome(RunState.ABORTED, self._abort_reason or "cancelled", outcome.last_step)
+            if self._abort_reason is None:
+                raise  # cancelled from outside: clean up (finally), then let it propagate
+            assert self._task is not None
+            self._task.uncancel()  # our own abort: finish cleanly and report the outcome
         except InstrumentError as exc:
             outcome = RunOutcome(RunState.FAILED, str(exc), outcome.last_step)
             self._event(outcome.last_step, EventKind.INSTRUMENT, {"message": str(exc)})

@@ -117,3 +117,40 @@ def test_cli_unknown_material_lists_the_valid_ones(tmp_path, capsys):
     code = main(["run", str(CCD), "--sim", "--material", "Unobtainium", "--out", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert code == 1 and "Li6PS5Cl" in err and "Traceback" not in err
+
+
+def test_sigterm_aborts_through_the_engine_and_still_writes_the_result(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "aborted"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "labctl",
+            "run",
+            str(CCD),
+            "--sim",
+            "--temperature",
+            "80 degC",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # the first progress line: the runner is running
+        if line.startswith("step "):
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Run aborted" in stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["state"] == "aborted"

@@ -172,3 +172,26 @@ async def test_lost_link_fails_the_run_and_says_the_cell_may_be_live(clock, fake
     kinds = [e.kind for e in journal.events()]
     assert EventKind.INSTRUMENT in kinds and EventKind.ALARM in kinds and kinds[-1] is EventKind.RUN_ENDED
     assert journal.count_samples() > 0  # what was measured before the loss is kept
+
+
+async def test_abort_makes_safe_and_returns_an_aborted_outcome(clock, fake_potentiostat, tmp_path):
+    import asyncio
+
+    pot = fake_potentiostat(lambda t, i: 0.1)
+    plan = compile_text(HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n")
+    journal = Journal(tmp_path / "j.sqlite")
+    runner = Runner(plan, Station("t", pot), clock, journal, Bus())
+    original_fetch = pot.fetch
+
+    async def fetch():
+        if clock.monotonic() > 100:
+            runner.abort("operator pressed Ctrl-C")
+            runner.abort("twice")  # a second request changes nothing
+        return await original_fetch()
+
+    pot.fetch = fetch
+    outcome = await runner.run()
+    assert outcome.state is RunState.ABORTED and outcome.reason == "operator pressed Ctrl-C"
+    assert pot.output is False and not outcome.unsafe
+    assert not asyncio.current_task().cancelling()
+    assert next(journal.events([EventKind.RUN_ENDED])).data["state"] == "aborted"
