@@ -79,9 +79,13 @@ CCD ramp (0.1 mAh/cm² per half-cycle, 0.05 mA/cm² steps) shorts at 0.20 mA/cm�
 the √t interphase). [D]: "< 0.25 at 25 °C, > 0.5 at 80 °C"; "shorts after 8 cycles at 3 MPa, no
 polarization increase over 100 cycles at 7 MPa".
 
+9. Cell-to-cell scatter.  Each cell draws, once and from its own seed stream, log-normal factors
+   (σ = 0.1 [T]) on j_pl, j0 and R0: different seeds are different pellets, so CCDs limited by
+   plating (hot or well-pressed cells) scatter by a step or so, as in a real batch of cells.
+
 Not modelled yet: Li creeping through the SE's pores at high pressure (shorts with no current),
 cracking, Li-In electrodes, capacitances (an EIS simulator can build them on the resistances
-exposed here), cell-to-cell scatter beyond the seeded nucleation.
+exposed here), cell-to-cell scatter of the contact and creep mechanics.
 """
 
 from __future__ import annotations
@@ -133,6 +137,8 @@ class LithiumMechanics:
     nucleation_rate_per_s: float = 1e-3  # λ0: hazard at j/f = j_pl (1/s) [T]
     nucleation_exponent: float = 25.0  # m [T]
     filament_tip_speed_um_s: float = 10.0  # fastest crossing of the separator (µm/s) [T]
+    # Cell-to-cell scatter (mechanism 9): log-normal σ of per-cell factors on j_pl, j0 and R0 [T]
+    cell_to_cell_spread: float = 0.1
     # Filaments (mechanism 7)
     li_conductivity_s_m: float = 1.1e7  # σ of Li metal at room temperature (S/m)
     soft_resistance_fraction: tuple[float, float] = (0.2, 1.0)  # u range, × ionic path [T]
@@ -242,8 +248,14 @@ class SymmetricCell:
         self._area_cm2 = self.params.area_m2 * 1e4
         self._thickness_um = self.params.thickness_m * 1e6
         # Random streams: nucleation WE, nucleation CE, new filaments, flicker, fuse.
-        self._rng_nuc_we, self._rng_nuc_ce, self._rng_fil, self._rng_flicker, self._rng_fuse = _streams(
-            self.params.seed, 5
+        self._rng_nuc_we, self._rng_nuc_ce, self._rng_fil, self._rng_flicker, self._rng_fuse, rng_cell = (
+            _streams(self.params.seed, 6)
+        )
+        # No two pellets are alike: defects, surface films and the interphase's starting state
+        # scatter from cell to cell. One factor each, drawn once per cell from its seed.
+        spread = self._mech.cell_to_cell_spread
+        self._scatter_plating, self._scatter_exchange, self._scatter_interphase = (
+            math.exp(rng_cell.gauss(0.0, spread)) for _ in range(3)
         )
         self._pressure_pa = float(self.params.pressure_pa)
         self._temperature_k = float(self.params.temperature_k)
@@ -324,9 +336,13 @@ class SymmetricCell:
         self._growth_rate = g * g if el.passivating else g
         # Charge transfer: b = 2RT/F (V) and j0(T) (mA/cm²).
         self._bv_b = 2.0 * GAS_J_MOL_K * t / FARADAY_C_MOL
-        self._j0 = el.exchange_current_ma_cm2 * _arrhenius_ev(el.exchange_current_ea_ev, t)
+        self._j0 = (
+            el.exchange_current_ma_cm2 * self._scatter_exchange * _arrhenius_ev(el.exchange_current_ea_ev, t)
+        )
         # Plating: critical local density j_pl(T) (mA/cm²); minimum crossing time L/v_tip (s).
-        self._j_pl = el.critical_plating_ma_cm2 * _arrhenius_ev(el.critical_plating_ea_ev, t)
+        self._j_pl = (
+            el.critical_plating_ma_cm2 * self._scatter_plating * _arrhenius_ev(el.critical_plating_ea_ev, t)
+        )
         self._t_cross = self._thickness_um / m.filament_tip_speed_um_s
 
     # --- resistances ----------------------------------------------------------------------------
@@ -334,7 +350,7 @@ class SymmetricCell:
         """Interphase resistance of one electrode per nominal area at T, perfect contact (Ω·cm²)."""
         el = self.electrolyte
         dr = math.sqrt(self._growth) if el.passivating else self._growth
-        return (el.interphase_r0_ohm_cm2 + dr) * self._sei_factor
+        return (el.interphase_r0_ohm_cm2 * self._scatter_interphase + dr) * self._sei_factor
 
     def bulk_resistance_ohm(self) -> float:
         """Ionic resistance of the separator at the present temperature, L/(σ(T)·A) (Ω)."""

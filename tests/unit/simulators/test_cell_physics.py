@@ -377,3 +377,14 @@ def test_soft_short_is_noisy_partial_and_can_recover() -> None:
         assert statistics.pstdev(during) > 0.05 * statistics.mean(during)
     # Recovered: back to (about) the healthy polarization once the filament burnt out.
     assert all(0.8 * before < v < 1.3 * before for v in after)
+
+
+def test_each_seed_is_a_different_pellet_within_a_plausible_scatter():
+    resistances = [
+        SymmetricCell(CellParameters(seed=seed)).interface_resistance_ohm() for seed in range(1, 21)
+    ]
+    assert SymmetricCell(CellParameters(seed=1)).interface_resistance_ohm() == resistances[0]
+    assert len(set(resistances)) == len(resistances)
+    median = sorted(resistances)[len(resistances) // 2]
+    assert all(0.6 * median < r < 1.6 * median for r in resistances)
+    assert max(resistances) / min(resistances) > 1.1
