@@ -50,6 +50,15 @@ CONNECT = [
     (":SYST:ERR?", '0,"No error"'),
 ]
 SAFE = [(":ABOR;:OUTP OFF", None), (":OUTP?", "0")]
+START_ONE_HZ = [  # 1 s period: 1 PLC at 50 Hz = 20 ms aperture, 0.98 s delay
+    (
+        ':TRAC:CLE "defbuffer1";:TRAC:POIN 100000, "defbuffer1";'
+        ':TRIG:LOAD "SimpleLoop", 100000, 0.98, "defbuffer1"',
+        None,
+    ),
+    (":SYST:ERR?", '0,"No error"'),
+    (":INIT", None),
+]
 
 
 async def test_connect_configures_native_scpi_and_checks_errors():
@@ -106,14 +115,8 @@ async def test_buffered_acquisition_reads_only_new_readings_in_one_request():
     t = [100.0]
     transport = ScriptedTransport(
         CONNECT
+        + START_ONE_HZ
         + [
-            (
-                ':TRAC:CLE "defbuffer1";:TRAC:POIN 100000, "defbuffer1";'
-                ':TRIG:LOAD "SimpleLoop", 100000, 0.98, "defbuffer1"',
-                None,
-            ),
-            (":SYST:ERR?", '0,"No error"'),
-            (":INIT", None),
             (':TRAC:ACT? "defbuffer1"', "2"),
             (
                 ':TRAC:DATA? 1, 2, "defbuffer1", READ, SOUR, REL',
@@ -138,14 +141,8 @@ async def test_buffered_acquisition_reads_only_new_readings_in_one_request():
 async def test_garbled_buffer_reply_is_a_driver_error_not_a_crash():
     transport = ScriptedTransport(
         CONNECT
+        + START_ONE_HZ
         + [
-            (
-                ':TRAC:CLE "defbuffer1";:TRAC:POIN 100000, "defbuffer1";'
-                ':TRIG:LOAD "SimpleLoop", 100000, 0.98, "defbuffer1"',
-                None,
-            ),
-            (":SYST:ERR?", '0,"No error"'),
-            (":INIT", None),
             (':TRAC:ACT? "defbuffer1"', "1"),
             (':TRAC:DATA? 1, 1, "defbuffer1", READ, SOUR, REL', "1.0E-02,#garbage"),
         ]

@@ -1,3 +1,4 @@
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -124,14 +125,17 @@ async def test_safety_breach_makes_the_station_safe_and_ends_in_alarm(clock, fak
     assert list(journal.events([EventKind.LIMIT]))
 
 
-async def test_cancelled_run_leaves_the_output_off(clock, fake_potentiostat, tmp_path):
-    import asyncio
+ONE_HOUR_AT_1_MA = HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n"
 
-    pot = fake_potentiostat(lambda t, i: 0.1)
-    plan = compile_text(HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n")
+
+def one_hour_runner(pot, clock, tmp_path):
     journal = Journal(tmp_path / "j.sqlite")
-    runner = Runner(plan, Station("t", pot), clock, journal, Bus())
+    return Runner(compile_text(ONE_HOUR_AT_1_MA), Station("t", pot), clock, journal, Bus()), journal
 
+
+async def test_cancelled_run_leaves_the_output_off(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 0.1)
+    runner, journal = one_hour_runner(pot, clock, tmp_path)
     original_fetch = pot.fetch
 
     async def fetch_then_cancel():
@@ -164,9 +168,7 @@ async def test_lost_link_fails_the_run_and_says_the_cell_may_be_live(clock, fake
         raise LinkError("bench: link lost during ':ABOR;:OUTP OFF'")
 
     pot.fetch, pot.safe_state = fetch, safe_state
-    _, journal, outcome = await run(
-        HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n", pot, clock, tmp_path
-    )
+    _, journal, outcome = await run(ONE_HOUR_AT_1_MA, pot, clock, tmp_path)
     assert outcome.state is RunState.FAILED and "link lost" in outcome.reason
     assert outcome.unsafe and "switch its output off by hand" in outcome.unsafe[0]
     kinds = [e.kind for e in journal.events()]
@@ -175,12 +177,8 @@ async def test_lost_link_fails_the_run_and_says_the_cell_may_be_live(clock, fake
 
 
 async def test_abort_makes_safe_and_returns_an_aborted_outcome(clock, fake_potentiostat, tmp_path):
-    import asyncio
-
     pot = fake_potentiostat(lambda t, i: 0.1)
-    plan = compile_text(HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n")
-    journal = Journal(tmp_path / "j.sqlite")
-    runner = Runner(plan, Station("t", pot), clock, journal, Bus())
+    runner, journal = one_hour_runner(pot, clock, tmp_path)
     original_fetch = pot.fetch
 
     async def fetch():
