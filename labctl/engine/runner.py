@@ -95,6 +95,7 @@ class Runner:
         self._sample_period = 0.0
         self._task: asyncio.Task[Any] | None = None
         self._abort_reason: str | None = None
+        self._previous_step = -1
 
     def abort(self, reason: str = "aborted by the operator") -> None:
         """End the run now: the station is made safe and `run()` returns an ABORTED outcome.
@@ -192,6 +193,7 @@ class Runner:
             self._keep(progress, progress.last_reading)
         for detector in self._detectors:
             detector.end_step()
+        self._previous_step = step.index
         self._event(
             step.index,
             EventKind.STEP_ENDED,
@@ -232,8 +234,9 @@ class Runner:
         """Account, check and keep each new reading; the first decisive one wins."""
         decision: _Decision | None = None
         for reading in readings:
-            if reading.t < progress.t0 - 1e-9:
-                continue  # taken before this step's set-point: it belongs to the previous step
+            if reading.t <= progress.t0 + 1e-9:  # at t0 the instrument measured before the command
+                self._keep_late(reading)
+                continue
             self._account(progress, reading)
             kept = self._keep_if_due(progress, reading)
             if decision is not None:
@@ -285,17 +288,22 @@ class Runner:
     def _keep(self, progress: _StepProgress, reading: Reading) -> None:
         progress.kept_t, progress.kept_v, progress.kept_i = reading.t, reading.voltage_v, reading.current_a
         progress.last_kept = reading is progress.last_reading
-        sample = Sample(
-            self._t_ns(reading.t),
-            progress.step.index,
-            {
-                "voltage_v": reading.voltage_v,
-                "current_a": reading.current_a,
-                "charge_c": progress.charge_c,
-                "pressure_pa": self.plan.pressure_pa,
-                "temperature_k": self.plan.temperature_k,
-            },
-        )
+        self._record(self._sample(reading, progress.step.index, {"charge_c": progress.charge_c}))
+
+    def _keep_late(self, reading: Reading) -> None:
+        """Journal a reading taken before this step's set-point with the step it belongs to.
+
+        In real time a reading can land between a step's last fetch and the next step's command;
+        it is the previous step's, and is kept there (never dropped, never judged again).
+        """
+        self._record(self._sample(reading, max(self._previous_step, 0), {}))
+
+    def _sample(self, reading: Reading, step: int, extra: dict[str, float]) -> Sample:
+        values = {"voltage_v": reading.voltage_v, "current_a": reading.current_a, **extra}
+        values["pressure_pa"], values["temperature_k"] = self.plan.pressure_pa, self.plan.temperature_k
+        return Sample(self._t_ns(reading.t), step, values)
+
+    def _record(self, sample: Sample) -> None:
         self._samples.append(sample)
         self.bus.publish(sample)
 

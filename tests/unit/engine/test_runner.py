@@ -193,3 +193,29 @@ async def test_abort_makes_safe_and_returns_an_aborted_outcome(clock, fake_poten
     assert pot.output is False and not outcome.unsafe
     assert not asyncio.current_task().cancelling()
     assert next(journal.events([EventKind.RUN_ENDED])).data["state"] == "aborted"
+
+
+async def test_readings_that_arrive_after_their_step_ended_are_journaled_with_that_step(
+    clock, fake_potentiostat, tmp_path
+):
+    pot = fake_potentiostat(lambda t, i: 100.0 * i)
+    lagging: list = []
+    original_fetch = pot.fetch
+
+    async def fetch_with_lag():  # the instrument stores each reading 1.5 s after it was taken
+        lagging.extend(await original_fetch())
+        ready = [r for r in lagging if r.t <= clock.monotonic() - 1.5]
+        del lagging[: len(ready)]
+        return ready
+
+    pot.fetch = fetch_with_lag
+    text = HEADER.replace("every: 10 s", "every: 1 s") + (
+        "steps:\n  - current: {current: 1 mA, until: {time: 20 s}}\n"
+        "  - current: {current: 2 mA, until: {time: 20 s}}\n"
+    )
+    _, journal, _ = await run(text, pot, clock, tmp_path)
+    by_step: dict[int, list[float]] = {}
+    for sample in journal.samples():
+        by_step.setdefault(sample.step, []).append(sample.values["current_a"])
+    assert by_step[0] == [1e-3] * 20  # all 20 readings of step 0, including the 2 that came late
+    assert by_step[1] == [2e-3] * 18  # step 1's last 2 never arrived before the run ended
