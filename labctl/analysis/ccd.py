@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labctl import units
-from labctl.data import Event, EventKind, Journal, Sample
+from labctl.data import EventKind, Journal, Sample
 
 
 @dataclass
@@ -130,7 +130,3 @@ def _polarization(samples: list[Sample]) -> tuple[float | None, float | None]:
     late = statistics.median(abs(s.values["voltage_v"]) for s in samples[-fifth:])
     return early * 1e3, late * 1e3
 
-
-def short_events(events: list[Event]) -> list[Event]:
-    """The short-circuit detector events of a run."""
-    return [e for e in events if e.kind is EventKind.DETECTOR and e.data.get("type") == "short_circuit"]
