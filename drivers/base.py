@@ -6,8 +6,9 @@ a command string or a transport exception never crosses this line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,4 +73,72 @@ class Potentiostat(Protocol):
 
     async def safe_state(self) -> None:
         """Put the instrument where it cannot hurt the cell (output off), whatever its state."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EisPoint:
+    """One frequency of an impedance spectrum: the canonical EIS record (INSTRUMENTS.md §2.11).
+
+    Sign convention (stated because vendors differ, the most common silent bug in EIS data):
+    Z = z_real + j·z_imag in the *math* convention, so a capacitive response has z_imag < 0 and
+    z_phase_deg < 0. Gamry DTA files store the same; BioLogic MPT files store −Im(Z) and are
+    flipped on import; MethodSCRIPT's `cd` variable is Z″ in this convention.
+
+    Attributes:
+        frequency_hz: excitation frequency in Hz.
+        z_real_ohm: Re(Z) in Ω.
+        z_imag_ohm: Im(Z) in Ω (negative = capacitive).
+        e_dc_v: DC potential during the point, V (WE vs CE/RE).
+        i_dc_a: DC current during the point, A.
+        time_s: seconds on the driver's time source when the point was measured.
+        status: instrument status/range flags as reported (0 = none).
+    """
+
+    frequency_hz: float
+    z_real_ohm: float
+    z_imag_ohm: float
+    e_dc_v: float = math.nan
+    i_dc_a: float = math.nan
+    time_s: float = math.nan
+    status: int = 0
+
+    @property
+    def z_mod_ohm(self) -> float:
+        """|Z| in Ω."""
+        return math.hypot(self.z_real_ohm, self.z_imag_ohm)
+
+    @property
+    def z_phase_deg(self) -> float:
+        """Phase of Z in degrees, atan2(z_imag, z_real) (negative = capacitive)."""
+        return math.degrees(math.atan2(self.z_imag_ohm, self.z_real_ohm))
+
+
+EisMode = Literal["potentiostatic", "galvanostatic"]
+
+
+@runtime_checkable
+class SupportsEIS(Protocol):
+    """An optional ability of a potentiostat: impedance spectra."""
+
+    async def impedance_spectrum(
+        self,
+        *,
+        mode: EisMode,
+        f_start_hz: float,
+        f_end_hz: float,
+        points_per_decade: float,
+        amplitude: float,
+        dc_level: float,
+    ) -> list[EisPoint]:
+        """Measure a spectrum from f_start to f_end (either order), then leave the output off.
+
+        Args:
+            mode: potentiostatic (amplitude and dc_level in V) or galvanostatic (in A).
+            f_start_hz: first frequency, Hz (usually the highest).
+            f_end_hz: last frequency, Hz.
+            points_per_decade: logarithmic spacing.
+            amplitude: excitation amplitude (V or A, see mode).
+            dc_level: DC potential (V) or current (A) around which the cell is excited.
+        """
         ...

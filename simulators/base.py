@@ -36,6 +36,18 @@ class ElectricalLoad(Protocol):
         ...
 
 
+@runtime_checkable
+class ImpedanceLoad(Protocol):
+    """An electrical load that can also report its small-signal impedance (for EIS simulators).
+
+    Sign convention: Z = Z′ + jZ″ in the math convention (capacitive Z″ < 0).
+    """
+
+    def impedance(self, frequency_hz: float, current_a: float = 0.0) -> complex:
+        """Small-signal impedance in Ω at `frequency_hz`, around the DC current `current_a`, now."""
+        ...
+
+
 class ResistorLoad:
     """An ideal resistor in series with a fixed open-circuit voltage: a test load with a known answer."""
 

@@ -129,4 +129,3 @@ def _polarization(samples: list[Sample]) -> tuple[float | None, float | None]:
     early = statistics.median(abs(s.values["voltage_v"]) for s in samples[1 : fifth + 1])
     late = statistics.median(abs(s.values["voltage_v"]) for s in samples[-fifth:])
     return early * 1e3, late * 1e3
-

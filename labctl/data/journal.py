@@ -19,7 +19,8 @@ from labctl.data.records import Event, EventKind, Sample
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
-    seq INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, step INTEGER NOT NULL, "values" TEXT NOT NULL);
+    seq INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, step INTEGER NOT NULL, "values" TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'dc');
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, step INTEGER NOT NULL,
     kind TEXT NOT NULL, data TEXT NOT NULL);
@@ -68,18 +69,24 @@ class Journal:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                'INSERT INTO samples (t_ns, step, "values") VALUES (?, ?, ?)',
-                [(s.t_ns, s.step, _dumps(s.values)) for s in samples],
+                'INSERT INTO samples (t_ns, step, "values", kind) VALUES (?, ?, ?, ?)',
+                [(s.t_ns, s.step, _dumps(s.values), s.kind) for s in samples],
             )
             self._db.executemany(
                 "INSERT INTO events (t_ns, step, kind, data) VALUES (?, ?, ?, ?)",
                 [(e.t_ns, e.step, e.kind.value, _dumps(e.data)) for e in events],
             )
 
-    def samples(self) -> Iterator[Sample]:
-        """Every sample in journal order."""
-        for t_ns, step, values in self._db.execute('SELECT t_ns, step, "values" FROM samples ORDER BY seq'):
-            yield Sample(t_ns, step, json.loads(values))
+    def samples(self, kind: str | None = "dc") -> Iterator[Sample]:
+        """Samples in journal order: time-series ("dc", the default), spectra ("eis"), or all (None)."""
+        query = 'SELECT t_ns, step, "values", kind FROM samples'
+        rows = (
+            self._db.execute(query + " ORDER BY seq")
+            if kind is None
+            else self._db.execute(query + " WHERE kind = ? ORDER BY seq", (kind,))
+        )
+        for t_ns, step, values, row_kind in rows:
+            yield Sample(t_ns, step, json.loads(values), row_kind)
 
     def events(self, kinds: Iterable[EventKind] | None = None) -> Iterator[Event]:
         """Every event in journal order, optionally only some kinds."""

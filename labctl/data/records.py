@@ -43,6 +43,10 @@ class Sample:
     t_ns: int
     step: int
     values: dict[str, float]
+    kind: str = "dc"
+    """"dc": a time-series point (voltage_v, current_a, …); "eis": one frequency of a spectrum
+    (frequency_hz, z_real_ohm, z_imag_ohm, … as in drivers.base.EisPoint, plus `spectrum`,
+    the spectrum's number in the run)."""
 
 
 @dataclass(frozen=True, slots=True)
