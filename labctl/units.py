@@ -27,6 +27,9 @@ Kind = Literal[
     "resistance",
     "frequency",
     "voltage_rate",
+    "areal_mass",
+    "pressure_rate",
+    "temperature_rate",
     "dimensionless",
 ]
 
@@ -45,6 +48,9 @@ _KINDS: dict[str, tuple[str, str, str]] = {
     "resistance": ("[length] ** 2 * [mass] / [current] ** 2 / [time] ** 3", "ohm", "10 ohm"),
     "frequency": ("1 / [time]", "Hz", "1 kHz"),
     "voltage_rate": ("[length] ** 2 * [mass] / [current] / [time] ** 4", "V/s", "1 mV/s"),
+    "areal_mass": ("[mass] / [length] ** 2", "kg/m^2", "12 mg/cm^2"),
+    "pressure_rate": ("[mass] / [length] / [time] ** 3", "Pa/s", "0.01 MPa/min"),
+    "temperature_rate": ("[temperature] / [time]", "K/s", "0.1 K/min"),
     "dimensionless": ("", "", "25 %"),
 }
 
@@ -62,6 +68,9 @@ _KIND_WORDS = {
     "resistance": "a resistance",
     "frequency": "a frequency",
     "voltage_rate": "a voltage rate",
+    "areal_mass": "an areal loading",
+    "pressure_rate": "a pressure rate",
+    "temperature_rate": "a temperature rate",
     "dimensionless": "a plain number or percentage",
 }
 

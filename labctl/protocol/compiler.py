@@ -1,78 +1,33 @@
 """Protocol file → validated model → Plan, collecting every problem with its file:line.
 
 Validation is complete before any instrument moves: unknown fields and step kinds (with the
-nearest valid name), quantities of the wrong dimension, undefined parameters and labels, loops
-that cannot end. Overrides from the command line (pressure, temperature, cell) are applied before
-compiling, because the cell area turns densities into currents.
+nearest valid name), quantities of the wrong dimension, undefined parameters, labels and watches,
+loops that cannot end. Loops are unrolled here (a `repeat until` up to its `max`, with a `check`
+step after each iteration), so the engine interprets plain records and evaluates no expressions.
+Overrides from the command line (pressure, temperature, cell) are applied before compiling,
+because the cell area turns densities into currents.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from labctl import units
 from labctl.errors import ProtocolError
 from labctl.protocol import model
 from labctl.protocol.loader import Path_, SourceMap, format_path, load_file, load_text
-from labctl.protocol.plan import Action, CellSpec, End, Plan, PlanStep, RecordRule, Watch
+from labctl.protocol.plan import Action, CellSpec, Check, EisSpec, End, Plan, PlanStep, RecordRule, Watch
 
-MAX_PLAN_STEPS = 100_000
-
-
-class _RestBody(model.Strict):
-    label: str | None = None
-    until: Any
-    record: model.Record | None = None
-
-
-class _CurrentBody(model.Strict):
-    label: str | None = None
-    density: model.DensityOrParameter | None = None
-    current: model.CurrentOrParameter | None = None
-    until: Any
-    record: model.Record | None = None
-
-
-class _RepeatBody(model.Strict):
-    label: str | None = None
-    times: int = Field(ge=1, le=100_000)
-    steps: list[Any]
-
-
-class _LinearValues(model.Strict):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
-    start: Any = Field(alias="from")
-    stop: Any = Field(alias="to")
-    step: Any
-
-
-class _GeometricValues(model.Strict):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
-    start: Any = Field(alias="from")
-    stop: Any = Field(alias="to")
-    factor: float = Field(gt=1.0)
-
-
-class _SweepBody(model.Strict):
-    label: str | None = None
-    parameter: str = Field(pattern=r"^[A-Za-z_]\w*$")
-    values: list[Any] | _LinearValues | _GeometricValues
-    steps: list[Any]
-
-
-STEP_KINDS: dict[str, type[BaseModel]] = {
-    "rest": _RestBody,
-    "current": _CurrentBody,
-    "repeat": _RepeatBody,
-    "sweep": _SweepBody,
-}
+MAX_PLAN_STEPS = 200_000
 ACTIONS = ("next", "stop", "alarm", "record")
+SECONDS_PER_HOUR = 3600.0
+_LOOP_END = "\x00loop-end-"  # internal goto labels for `repeat until`; cannot clash with a user's
 
 
 @dataclass
@@ -89,17 +44,22 @@ class Overrides:
 @dataclass
 class _Compiler:
     source: SourceMap
-    area_m2: float = 1.0
+    cell: CellSpec = field(default_factory=lambda: CellSpec("symmetric", "Li6PS5Cl", 0.785e-4, 5e-4))
     record: RecordRule | None = None
+    current_max_a: float | None = None
+    watch_names: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
     steps: list[PlanStep] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
-    pending_gotos: list[tuple[Path_, str, Any]] = field(default_factory=list)
+    gotos: list[tuple[Path_, str]] = field(default_factory=list)
+    loops: int = 0
+
+    # --- reporting ------------------------------------------------------------------------------
 
     def problem(self, path: Path_, message: str) -> None:
         self.problems.append(f"{self.source.where(path)}: {format_path(path)}: {message}")
 
-    def validation_problems(self, path: Path_, error: ValidationError) -> None:
+    def validation_problems(self, path: Path_, error: ValidationError, cls: type[BaseModel]) -> None:
         """Report pydantic's errors with file:line; a misspelt field is one problem, not two."""
         items = error.errors()
         suggested: set[tuple[Any, ...]] = set()
@@ -109,7 +69,7 @@ class _Compiler:
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
                 name = str(item["loc"][-1])
-                known = _fields_at(error, item)
+                known = _fields_at(cls, item["loc"][:-1])
                 guess = difflib.get_close_matches(name, known, n=1)
                 hint = f"; did you mean '{guess[0]}'?" if guess else f"; valid fields: {', '.join(known)}"
                 message = f"unknown field '{name}'{hint}"
@@ -117,63 +77,117 @@ class _Compiler:
                     suggested.add((*item["loc"][:-1], guess[0]))
             elif item["type"] == "missing":
                 message = f"'{item['loc'][-1]}' is required here"
+            elif item["type"] == "union_tag_invalid":
+                message = item["msg"]
             messages.append((where, message))
         for item, (where, message) in zip(items, messages, strict=True):
             if item["type"] == "missing" and tuple(item["loc"]) in suggested:
                 continue  # the unknown field next to it is this one, misspelt
             self.problem(where, message)
 
-    def compile_steps(
-        self: _Compiler, items: list[Any], path: Path_, context: dict[str, Any], top_level: bool
-    ) -> None:
+    # --- steps ------------------------------------------------------------------------------------
+
+    def compile_steps(self, items: Any, path: Path_, context: dict[str, Any], top_level: bool) -> None:
         if not isinstance(items, list):
             self.problem(
                 path, "steps must be a list, each item one step such as '- rest: {until: {time: 1 h}}'"
             )
             return
         for i, item in enumerate(items):
+            if len(self.steps) > MAX_PLAN_STEPS:
+                return
             item_path = (*path, i)
             if not isinstance(item, dict) or len(item) != 1:
-                self.problem(
-                    item_path, f"each step is one mapping with a single kind: {', '.join(STEP_KINDS)}"
-                )
+                kinds = ", ".join(model.STEP_KINDS)
+                self.problem(item_path, f"each step is one mapping with a single kind: {kinds}")
                 continue
             kind, body = next(iter(item.items()))
-            if kind not in STEP_KINDS:
-                guess = difflib.get_close_matches(kind, STEP_KINDS, n=1)
-                hint = f"did you mean '{guess[0]}'?" if guess else f"valid kinds: {', '.join(STEP_KINDS)}"
+            if kind not in model.STEP_KINDS:
+                guess = difflib.get_close_matches(kind, model.STEP_KINDS, n=1)
+                hint = (
+                    f"did you mean '{guess[0]}'?" if guess else f"valid kinds: {', '.join(model.STEP_KINDS)}"
+                )
                 self.problem(item_path, f"unknown step kind '{kind}'; {hint}")
                 continue
             body_path = (*item_path, kind)
+            cls = model.STEP_KINDS[kind]
             try:
-                parsed = STEP_KINDS[kind].model_validate(body if body is not None else {})
+                parsed = cls.model_validate(body if body is not None else {})
             except ValidationError as exc:
-                self.validation_problems(body_path, exc)
+                self.validation_problems(body_path, exc, cls)
                 continue
-            label = getattr(parsed, "label", None)
-            if label is not None:
-                if not top_level:
-                    self.problem(
-                        (*body_path, "label"),
-                        "labels inside a loop would repeat; put the label on a top-level step",
-                    )
-                elif label in self.labels:
-                    self.problem((*body_path, "label"), f"label '{label}' is used twice")
-                else:
-                    self.labels[label] = len(self.steps)
-            if isinstance(parsed, _RepeatBody):
-                for cycle in range(1, parsed.times + 1):
-                    self.compile_steps(
-                        parsed.steps, (*body_path, "steps"), {**context, "cycle": cycle}, False
-                    )
-                    if self.problems:
-                        break
-            elif isinstance(parsed, _SweepBody):
+            self.label(parsed, body_path, top_level)
+            if isinstance(parsed, model.RepeatStep):
+                self.compile_repeat(parsed, body_path, context)
+            elif isinstance(parsed, model.SweepStep):
                 self.compile_sweep(parsed, body_path, context)
             else:
                 self.compile_leaf(kind, parsed, body_path, context)
 
-    def compile_sweep(self: _Compiler, sweep: _SweepBody, path: Path_, context: dict[str, Any]) -> None:
+    def label(self, parsed: Any, path: Path_, top_level: bool) -> None:
+        label = getattr(parsed, "label", None)
+        if label is None:
+            return
+        if not top_level:
+            self.problem(
+                (*path, "label"), "labels inside a loop would repeat; put the label on a top-level step"
+            )
+        elif label in self.labels:
+            self.problem((*path, "label"), f"label '{label}' is used twice")
+        else:
+            self.labels[label] = len(self.steps)
+
+    def compile_repeat(self, repeat: model.RepeatStep, path: Path_, context: dict[str, Any]) -> None:
+        iterations = repeat.times or repeat.max or 1
+        check = self.repeat_check(repeat, path) if repeat.until is not None else None
+        end_label = f"{_LOOP_END}{self.loops}"
+        self.loops += 1
+        for cycle in range(1, iterations + 1):
+            self.compile_steps(repeat.steps, (*path, "steps"), {**context, "cycle": cycle}, False)
+            if self.problems or len(self.steps) > MAX_PLAN_STEPS:
+                return
+            if check is not None:
+                self.steps.append(
+                    PlanStep(
+                        index=len(self.steps),
+                        kind="check",
+                        description=f"check {check.condition} · cycle {cycle}",
+                        line=self.source.line_of((*path, "until")),
+                        current_a=0.0,
+                        density_a_m2=None,
+                        ends=(),
+                        record=self.record_rule(None),
+                        context={**_plain(context), "cycle": cycle},
+                        check=check,
+                        label=end_label,
+                    )
+                )
+        self.labels[end_label] = len(self.steps)
+
+    def repeat_check(self, repeat: model.RepeatStep, path: Path_) -> Check | None:
+        assert repeat.until is not None
+        where = (*path, "until")
+        if len(repeat.until) != 1:
+            self.problem(where, f"name one condition: {', '.join(model.REPEAT_CONDITIONS)}")
+            return None
+        condition, raw = next(iter(repeat.until.items()))
+        if condition not in model.REPEAT_CONDITIONS:
+            guess = difflib.get_close_matches(condition, model.REPEAT_CONDITIONS, n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else f"valid: {', '.join(model.REPEAT_CONDITIONS)}"
+            self.problem((*where, condition), f"unknown loop condition '{condition}'; {hint}")
+            return None
+        if condition == "detector":
+            if raw not in self.watch_names:
+                self.problem((*where, condition), self.unknown_watch(raw))
+                return None
+            return Check(condition, raw)
+        try:
+            return Check(condition, units.parse(raw, "dimensionless"))
+        except units.UnitError as exc:
+            self.problem((*where, condition), str(exc))
+            return None
+
+    def compile_sweep(self, sweep: model.SweepStep, path: Path_, context: dict[str, Any]) -> None:
         values = self.sweep_values(sweep, (*path, "values"))
         if values is None:
             return
@@ -184,7 +198,7 @@ class _Compiler:
             if self.problems:
                 return
 
-    def sweep_values(self: _Compiler, sweep: _SweepBody, path: Path_) -> list[Any] | None:
+    def sweep_values(self, sweep: model.SweepStep, path: Path_) -> list[Any] | None:
         """Sweep values stay raw text until a step uses them, where their dimension is known."""
         spec = sweep.values
         if isinstance(spec, list):
@@ -192,7 +206,7 @@ class _Compiler:
         try:
             kind = _guess_kind(spec.start)
             start, stop = units.parse(spec.start, kind), units.parse(spec.stop, kind)
-            if isinstance(spec, _LinearValues):
+            if isinstance(spec, model.LinearValues):
                 step = units.parse(spec.step, kind)
                 if step == 0 or (stop - start) / step < 0:
                     self.problem(path, "step must be non-zero and go from 'from' towards 'to'")
@@ -213,9 +227,7 @@ class _Compiler:
             return None
         return [("si", round(n, 15), kind, path) for n in numbers]
 
-    def resolve(
-        self: _Compiler, value: Any, kind: units.Kind, path: Path_, context: dict[str, Any]
-    ) -> float | None:
+    def resolve(self, value: Any, kind: units.Kind, path: Path_, context: dict[str, Any]) -> float | None:
         """A step field's SI value, substituting a sweep parameter if it is one."""
         if not isinstance(value, model.ParameterRef):
             return value
@@ -243,53 +255,150 @@ class _Compiler:
             return None
         return value.factor * number
 
-    def compile_leaf(self: _Compiler, kind: str, body: Any, path: Path_, context: dict[str, Any]) -> None:
-        record = _record_rule(body.record) if body.record is not None else self.record
-        assert record is not None
-        density = None
-        current = 0.0
-        if kind == "current":
-            if (body.density is None) == (body.current is None):
+    def record_rule(self, record: model.Record | None) -> RecordRule:
+        if record is not None:
+            return _record_rule(record)
+        assert self.record is not None
+        return self.record
+
+    def source_current(
+        self, body: Any, path: Path_, context: dict[str, Any]
+    ) -> tuple[float, float | None] | None:
+        """(current A, density A/m² or None) from exactly one of density, current, c_rate."""
+        given = [name for name in ("density", "current", "c_rate") if getattr(body, name) is not None]
+        if len(given) != 1:
+            self.problem(
+                path, "give exactly one of 'density' (0.1 mA/cm^2), 'current' (1 mA) or 'c_rate' (C/10)"
+            )
+            return None
+        name = given[0]
+        if name == "density":
+            density = self.resolve(body.density, "current_density", (*path, "density"), context)
+            return None if density is None else (units.absolute(density, self.cell.area_m2), density)
+        if name == "current":
+            current = self.resolve(body.current, "current", (*path, "current"), context)
+            return None if current is None else (current, None)
+        rate = self.resolve(body.c_rate, "dimensionless", (*path, "c_rate"), context)
+        if rate is None:
+            return None
+        if self.cell.capacity_c_m2 is None:
+            self.problem(
+                (*path, "c_rate"),
+                "a C-rate needs the cell's nominal capacity: set cell.capacity (e.g. 2 mAh/cm^2)",
+            )
+            return None
+        density = rate * self.cell.capacity_c_m2 / SECONDS_PER_HOUR
+        return units.absolute(density, self.cell.area_m2), density
+
+    def compile_leaf(self, kind: str, body: Any, path: Path_, context: dict[str, Any]) -> None:
+        step: dict[str, Any] = {"current_a": 0.0, "density_a_m2": None, "ends": ()}
+        description = kind
+        if kind in ("current", "cccv"):
+            source = self.source_current(body, path, context)
+            if source is None:
+                return
+            step["current_a"], step["density_a_m2"] = source
+            description = f"{kind} " + (
+                f"{units.to_ma_per_cm2(source[1]):+.3g} mA/cm²"
+                if source[1] is not None
+                else f"{source[0] * 1e3:+.3g} mA"
+            )
+        if kind in ("voltage", "cccv"):
+            field_name = "value" if kind == "voltage" else "voltage"
+            voltage = self.resolve(getattr(body, field_name), "voltage", (*path, field_name), context)
+            if voltage is None:
+                return
+            step["voltage_v"] = voltage
+            step["current_limit_a"] = getattr(body, "current_limit", None) or self.current_max_a
+            if step["current_limit_a"] is None:
                 self.problem(
-                    path, "give exactly one of 'density' (e.g. 0.1 mA/cm^2) or 'current' (e.g. 1 mA)"
+                    path, "a voltage step needs a current limit: 'current_limit' or safety.current.max"
                 )
                 return
-            if body.density is not None:
-                density = self.resolve(body.density, "current_density", (*path, "density"), context)
-                if density is None:
-                    return
-                current = units.absolute(density, self.area_m2)
-            else:
-                resolved = self.resolve(body.current, "current", (*path, "current"), context)
-                if resolved is None:
-                    return
-                current = resolved
-        ends = self.ends(body.until, (*path, "until"), kind, current)
-        if ends is None:
-            return
-        shown = {k: v for k, v in context.items() if k != "cycle"}
-        description = kind if density is None else f"{kind} {units.to_ma_per_cm2(density):+.3g} mA/cm²"
+            description = (
+                f"{kind} {voltage:.4g} V" if kind == "voltage" else f"{description} → {voltage:.4g} V"
+            )
+        if kind == "eis":
+            eis = self.eis(body, path)
+            if eis is None:
+                return
+            step["eis"] = eis
+            description = f"eis {eis.mode} {eis.f_start_hz:.3g}–{eis.f_end_hz:.3g} Hz"
+        if kind in ("mark", "wait"):
+            step["note"] = body.note if kind == "mark" else body.message
+            step["timeout_s"] = getattr(body, "timeout", None)
+            description = f"{kind}: {step['note']}"
+        if kind == "set":
+            setpoints = self.setpoints(body, path, context)
+            if setpoints is None:
+                return
+            step["setpoints"], step["timeout_s"] = setpoints, body.timeout
+            description = "set " + ", ".join(
+                f"{k}={v:g}" for k, v in setpoints.items() if not k.startswith("settle")
+            )
+        if kind in ("rest", "current", "voltage", "cccv"):
+            ends = self.ends(body.until, (*path, "until"), kind, step["current_a"])
+            if ends is None:
+                return
+            step["ends"] = tuple(ends)
         if "cycle" in context:
             description += f" · cycle {context['cycle']}"
-        plain_context: dict[str, Any] = {"cycle": context.get("cycle")} if "cycle" in context else {}
-        for name, entry in shown.items():
-            plain_context[name] = entry[1] if entry[0] == "si" else _si_or_text(entry[1])
         self.steps.append(
             PlanStep(
                 index=len(self.steps),
-                kind=kind,  # type: ignore[arg-type]
-                description=description,
+                kind=kind,
+                description=description,  # type: ignore[arg-type]
                 line=self.source.line_of(path),
-                current_a=current,
-                density_a_m2=density,
-                ends=tuple(ends),
-                record=record,
-                label=body.label,
-                context=plain_context,
+                record=self.record_rule(getattr(body, "record", None)),
+                label=getattr(body, "label", None),
+                context=_plain(context),
+                **step,
             )
         )
 
-    def ends(self: _Compiler, until: Any, path: Path_, kind: str, current_a: float) -> list[End] | None:
+    def eis(self, body: model.EISStep, path: Path_) -> EisSpec | None:
+        amplitude_kind: units.Kind = "voltage" if body.mode == "potentiostatic" else "current"
+        try:
+            amplitude = units.parse(body.amplitude, amplitude_kind)
+        except units.UnitError as exc:
+            self.problem((*path, "amplitude"), f"{exc} ({body.mode} EIS)")
+            return None
+        dc_is_ocv = body.dc == "ocv"
+        try:
+            dc = 0.0 if dc_is_ocv else units.parse(body.dc, amplitude_kind)
+        except units.UnitError as exc:
+            self.problem((*path, "dc"), f"{exc}; or write 'ocv' to excite around the open-circuit voltage")
+            return None
+        if body.mode == "galvanostatic" and dc_is_ocv:
+            dc_is_ocv, dc = False, 0.0  # galvanostatic 'ocv' means zero DC current
+        if amplitude <= 0:
+            self.problem((*path, "amplitude"), "must be positive")
+            return None
+        return EisSpec(body.mode, body.start, body.stop, body.per_decade, amplitude, dc, dc_is_ocv)
+
+    def setpoints(self, body: model.SetStep, path: Path_, context: dict[str, Any]) -> dict[str, float] | None:
+        if (body.pressure is None) == (body.temperature is None):
+            self.problem(path, "set exactly one of 'pressure' (e.g. 5 MPa) or 'temperature' (e.g. 60 degC)")
+            return None
+        if body.pressure is not None:
+            value = self.resolve(body.pressure, "pressure", (*path, "pressure"), context)
+            key, rate_kind = "pressure_pa", "pressure_rate"
+        else:
+            value = self.resolve(body.temperature, "temperature", (*path, "temperature"), context)
+            key, rate_kind = "temperature_k", "temperature_rate"
+        if value is None:
+            return None
+        setpoints = {key: value}
+        if body.settle is not None:
+            try:
+                setpoints["settle_rate"] = units.parse(body.settle.rate_below, rate_kind)  # type: ignore[arg-type]
+            except units.UnitError as exc:
+                self.problem((*path, "settle", "rate_below"), str(exc))
+                return None
+            setpoints["settle_hold_s"] = body.settle.hold
+        return setpoints
+
+    def ends(self, until: Any, path: Path_, kind: str, current_a: float) -> list[End] | None:
         entries: list[tuple[Path_, dict[str, Any]]] = []
         if isinstance(until, dict):
             shared = {k: until[k] for k in ("action", "debounce") if k in until}
@@ -314,27 +423,9 @@ class _Compiler:
                 continue
             condition, raw = next(iter(extra.items()))
             cond_path = where if isinstance(until, dict) else (*where, condition)
-            if condition not in model.END_CONDITIONS:
-                guess = difflib.get_close_matches(condition, model.END_CONDITIONS, n=1)
-                hint = f"did you mean '{guess[0]}'?" if guess else f"valid: {', '.join(model.END_CONDITIONS)}"
-                self.problem(cond_path, f"unknown end condition '{condition}'; {hint}")
-                continue
-            try:
-                value = units.parse(raw, model.END_CONDITIONS[condition])  # type: ignore[arg-type]
-                debounce = units.parse(entry.get("debounce", "0 s"), "time")
-            except units.UnitError as exc:
-                self.problem(cond_path, str(exc))
-                continue
-            if condition == "capacity":
-                condition, value = "charge", units.absolute(value, self.area_m2)
-            if condition == "charge" and (kind == "rest" or current_a == 0):
-                self.problem(cond_path, "a step without current never reaches a capacity; end it on time")
-                continue
-            if condition in ("time", "charge") and value <= 0 and condition != "time":
-                self.problem(cond_path, "must be positive")
-                continue
-            action = self.action((*where, "action"), entry.get("action", "next"))
-            ends.append(End(condition, value, action, debounce))
+            end = self.end(condition, raw, entry, cond_path, kind, current_a)
+            if end is not None:
+                ends.append(end)
         if not entries:
             self.problem(path, "give at least one end condition, e.g. {time: 1 h}")
             return None
@@ -342,42 +433,85 @@ class _Compiler:
             return None  # each failed entry was reported already
         return ends
 
-    def action(self: _Compiler, path: Path_, raw: Any) -> Action:
+    def end(
+        self, condition: str, raw: Any, entry: dict[str, Any], path: Path_, kind: str, current_a: float
+    ) -> End | None:
+        if condition not in model.END_CONDITIONS:
+            guess = difflib.get_close_matches(condition, model.END_CONDITIONS, n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else f"valid: {', '.join(model.END_CONDITIONS)}"
+            self.problem(path, f"unknown end condition '{condition}'; {hint}")
+            return None
+        quantity_kind = model.END_CONDITIONS[condition]
+        try:
+            value: Any = raw if quantity_kind is None else units.parse(raw, quantity_kind)
+            debounce = units.parse(entry.get("debounce", "0 s"), "time")
+        except units.UnitError as exc:
+            self.problem(path, str(exc))
+            return None
+        if condition == "detector" and value not in self.watch_names:
+            self.problem(path, self.unknown_watch(value))
+            return None
+        if condition == "capacity":
+            condition, value = "charge", units.absolute(value, self.cell.area_m2)
+        if condition == "charge" and (kind == "rest" or (current_a == 0 and kind != "voltage")):
+            self.problem(path, "a step without current never reaches a capacity; end it on time")
+            return None
+        if condition == "charge" and value <= 0:
+            self.problem(path, "must be positive")
+            return None
+        if condition.startswith("current") and kind in ("rest", "current"):
+            self.problem(path, f"a {kind} step holds its current; end it on time, capacity or voltage")
+            return None
+        if condition.startswith("dvdt") and debounce == 0:
+            debounce = 60.0  # dV/dt is judged over a window; the debounce is that window
+        return End(condition, value, self.action((*path, "action"), entry.get("action", "next")), debounce)
+
+    def unknown_watch(self, name: Any) -> str:
+        guess = difflib.get_close_matches(str(name), self.watch_names, n=1)
+        if guess:
+            return f"no watch is named '{name}'; did you mean '{guess[0]}'?"
+        return f"no watch is named '{name}'; declare it under 'watch:'"
+
+    def action(self, path: Path_, raw: Any) -> Action:
         if isinstance(raw, model.Goto):
             raw = {"goto": raw.goto}
         if isinstance(raw, str) and raw in ACTIONS:
             return Action(raw)  # type: ignore[arg-type]
         if isinstance(raw, dict) and set(raw) == {"goto"} and isinstance(raw["goto"], str):
-            self.pending_gotos.append((path, raw["goto"], None))
+            self.gotos.append((path, raw["goto"]))
             return Action("goto", label=raw["goto"])
         self.problem(path, f"action must be one of {', '.join(ACTIONS)} or {{goto: <label>}}, not {raw!r}")
         return Action("next")
 
-    def resolve_gotos(self: _Compiler) -> None:
-        for path, label, _ in self.pending_gotos:
-            if label not in self.labels:
-                guess = difflib.get_close_matches(label, self.labels, n=1)
+    def resolve_gotos(self) -> None:
+        users = [label for label in self.labels if not label.startswith(_LOOP_END)]
+        for path, label in self.gotos:
+            if label not in self.labels or label.startswith(_LOOP_END):
+                guess = difflib.get_close_matches(label, users, n=1)
                 hint = f"; did you mean '{guess[0]}'?" if guess else "; label a top-level step with 'label:'"
                 self.problem(path, f"no step is labelled '{label}'{hint}")
         if self.problems:
             return
-        fixed = [
-            PlanStep(**{**_fields(step), "ends": tuple(self.with_target(end) for end in step.ends)})
-            for step in self.steps
-        ]
-        self.steps[:] = fixed
+        self.steps[:] = [self.targeted(step) for step in self.steps]
 
-    def with_target(self: _Compiler, end: End | Any) -> Any:
-        action = end.action
-        if action.kind == "goto":
-            action = Action("goto", self.labels[action.label], action.label)
-            return End(end.condition, end.value, action, end.debounce_s)
-        return end
+    def targeted(self, step: PlanStep) -> PlanStep:
+        ends = tuple(replace(end, action=self.target(end.action)) for end in step.ends)
+        check = step.check
+        label = step.label
+        if check is not None:  # a check jumps to the end of its loop, named by its internal label
+            check = replace(check, target=self.labels[label or ""])
+            label = None
+        return replace(step, ends=ends, check=check, label=label)
+
+    def target(self, action: Action) -> Action:
+        if action.kind == "goto" and action.label is not None:
+            return Action("goto", self.labels[action.label], action.label)
+        return action
 
 
-def _fields_at(error: ValidationError, item: Any) -> list[str]:
-    model_cls = _MODEL_BY_TITLE.get(error.title)
-    for part in item["loc"][:-1]:
+def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model_cls: type[BaseModel] | None = cls
+    for part in loc:
         if model_cls is None or isinstance(part, int):
             break
         info = model_cls.model_fields.get(str(part))
@@ -395,9 +529,15 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-_MODEL_BY_TITLE: dict[str, type[BaseModel]] = {
-    cls.__name__: cls for cls in (model.Header, *STEP_KINDS.values(), model.Record)
-}
+def _plain(context: dict[str, Any]) -> dict[str, Any]:
+    """Loop context as plain values: counters, and sweep values in SI."""
+    plain: dict[str, Any] = {}
+    for name, entry in context.items():
+        if name == "cycle":
+            plain[name] = entry
+        else:
+            plain[name] = entry[1] if entry[0] == "si" else _si_or_text(entry[1])
+    return plain
 
 
 def compile_file(path: Path, overrides: Overrides | None = None) -> tuple[Plan, str]:
@@ -421,46 +561,46 @@ def compile_data(data: Any, source: SourceMap, overrides: Overrides | None = Non
     try:
         header = model.Header.model_validate(data)
     except ValidationError as exc:
-        compiler.validation_problems((), exc)
+        compiler.validation_problems((), exc, model.Header)
         if isinstance(data.get("steps"), list):  # still report the steps' problems, with defaults
-            compiler.area_m2 = model.Cell().area
             compiler.record = _record_rule(model.Record())
+            watch = data.get("watch")
+            compiler.watch_names = tuple(watch) if isinstance(watch, dict) else ()
             compiler.compile_steps(data["steps"], ("steps",), context={}, top_level=True)
         raise ProtocolError(_summary(compiler.problems)) from None
 
-    cell = CellSpec(
-        kind=header.cell.kind,
-        material=overrides.material or header.cell.material,
-        area_m2=overrides.area_m2 or header.cell.area,
-        thickness_m=overrides.thickness_m or header.cell.thickness,
+    cell = header.cell
+    compiler.cell = CellSpec(
+        kind=cell.kind,
+        material=overrides.material or cell.material,
+        area_m2=overrides.area_m2 or cell.area,
+        thickness_m=overrides.thickness_m or cell.thickness,
+        cathode=cell.cathode,
+        anode=cell.anode,
+        loading_kg_m2=cell.loading,
+        capacity_c_m2=cell.capacity,
     )
-    compiler.area_m2 = cell.area_m2
     compiler.record = _record_rule(header.record)
-    watches = [compiler_watch(compiler, name, watch) for name, watch in header.watch.items()]
+    compiler.current_max_a = header.safety.current.max if header.safety.current else None
+    compiler.watch_names = tuple(header.watch)
+    watches = [_watch(compiler, name, watch) for name, watch in header.watch.items()]
     if not header.steps:
         compiler.problem(("steps",), "a protocol needs at least one step")
     compiler.compile_steps(header.steps, ("steps",), context={}, top_level=True)
     if len(compiler.steps) > MAX_PLAN_STEPS:
-        compiler.problem(("steps",), f"unrolls to {len(compiler.steps)} steps; the limit is {MAX_PLAN_STEPS}")
+        compiler.problem(("steps",), f"unrolls to more than {MAX_PLAN_STEPS} steps; shorten the loops")
     compiler.resolve_gotos()
-    watches = list(resolve_watch_targets(tuple(watches), compiler.labels))
-    voltage = header.safety.voltage
-    vmin = voltage.min if voltage.min is not None else -math.inf
-    vmax = voltage.max if voltage.max is not None else math.inf
-    if not (math.isfinite(vmin) and math.isfinite(vmax)):
-        compiler.problem(
-            ("safety", "voltage"), "give both min and max: they also set the instrument's compliance"
-        )
-    elif vmin >= vmax:
-        compiler.problem(("safety", "voltage"), f"min ({vmin:g} V) must be below max ({vmax:g} V)")
-    current_max = header.safety.current.max if header.safety.current else None
-    if current_max is not None:
+    if not compiler.problems:
+        watches = [replace(w, action=compiler.target(w.action)) for w in watches]
+    vmin, vmax = _safety_window(compiler, header.safety)
+    if compiler.current_max_a is not None:
         for step in compiler.steps:
-            if abs(step.current_a) > current_max:
+            if abs(step.current_a) > compiler.current_max_a:
                 compiler.problem(
                     ("steps",),
                     f"step at line {step.line} sources {step.current_a * 1e3:.4g} mA, above the safety "
-                    f"limit of {current_max * 1e3:.4g} mA; lower the current or raise safety.current.max",
+                    f"limit of {compiler.current_max_a * 1e3:.4g} mA; "
+                    "lower the current or raise safety.current.max",
                 )
                 break
     if compiler.problems:
@@ -470,17 +610,47 @@ def compile_data(data: Any, source: SourceMap, overrides: Overrides | None = Non
         name=header.name,
         description=header.description.strip(),
         source=source.filename,
-        cell=cell,
+        cell=compiler.cell,
         pressure_pa=overrides.pressure_pa or header.conditions.pressure,
         temperature_k=overrides.temperature_k or header.conditions.temperature,
         voltage_min_v=vmin,
         voltage_max_v=vmax,
-        current_max_a=current_max,
+        current_max_a=compiler.current_max_a,
+        pressure_window_pa=_window(header.safety.pressure),
+        temperature_window_k=_window(header.safety.temperature),
         record=compiler.record,
         watches=tuple(watches),
         steps=tuple(compiler.steps),
         results=tuple(header.results),
     )
+
+
+def _safety_window(compiler: _Compiler, safety: model.Safety) -> tuple[float, float]:
+    vmin = safety.voltage.min if safety.voltage.min is not None else -math.inf
+    vmax = safety.voltage.max if safety.voltage.max is not None else math.inf
+    if not (math.isfinite(vmin) and math.isfinite(vmax)):
+        compiler.problem(
+            ("safety", "voltage"), "give both min and max: they also set the instrument's compliance"
+        )
+    elif vmin >= vmax:
+        compiler.problem(("safety", "voltage"), f"min ({vmin:g} V) must be below max ({vmax:g} V)")
+    for step in compiler.steps:
+        if step.voltage_v is not None and not vmin <= step.voltage_v <= vmax:
+            compiler.problem(
+                ("steps",),
+                f"step at line {step.line} holds {step.voltage_v:g} V, outside the safety window "
+                f"{vmin:g}..{vmax:g} V",
+            )
+            break
+    return vmin, vmax
+
+
+def _window(limits: Any) -> tuple[float, float] | None:
+    if limits is None:
+        return None
+    low = limits.min if limits.min is not None else -math.inf
+    high = limits.max if limits.max is not None else math.inf
+    return low, high
 
 
 def _summary(problems: list[str]) -> str:
@@ -493,7 +663,7 @@ def _record_rule(record: model.Record) -> RecordRule:
     return RecordRule(record.sample, record.every, record.dv, record.di, record.poll)
 
 
-def compiler_watch(compiler: _Compiler, name: str, watch: Any) -> Watch:
+def _watch(compiler: _Compiler, name: str, watch: Any) -> Watch:
     """Compile one watch; its goto target is resolved once all labels are known."""
     params = {k: v for k, v in watch.model_dump().items() if k not in ("type", "action")}
     action = compiler.action(("watch", name, "action"), watch.action)
@@ -508,24 +678,20 @@ def _si_or_text(text: Any) -> Any:
 
 
 def _guess_kind(text: Any) -> units.Kind:
-    for kind in ("current_density", "current", "areal_charge", "time", "voltage", "pressure", "temperature"):
+    for kind in (
+        "current_density",
+        "current",
+        "areal_charge",
+        "time",
+        "voltage",
+        "pressure",
+        "temperature",
+        "frequency",
+        "dimensionless",
+    ):
         try:
             units.parse(text, kind)  # type: ignore[arg-type]
             return kind  # type: ignore[return-value]
         except units.UnitError:
             continue
     raise units.UnitError(f"cannot read {text!r} as a quantity; write e.g. '0.1 mA/cm^2'")
-
-
-def _fields(step: PlanStep) -> dict[str, Any]:
-    return {name: getattr(step, name) for name in step.__slots__}  # type: ignore[attr-defined]
-
-
-def resolve_watch_targets(plan_watches: tuple[Watch, ...], labels: dict[str, int]) -> tuple[Watch, ...]:
-    """Watches with goto actions pointing at step indexes."""
-    return tuple(
-        Watch(w.name, w.type, w.params, Action("goto", labels[w.action.label], w.action.label))
-        if w.action.kind == "goto" and w.action.label in labels
-        else w
-        for w in plan_watches
-    )

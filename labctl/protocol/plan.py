@@ -53,18 +53,50 @@ class RecordRule:
 
 
 @dataclass(frozen=True, slots=True)
+class EisSpec:
+    """An impedance measurement in SI: amplitude and dc in V (potentiostatic) or A (galvanostatic).
+
+    `dc_is_ocv`: excite around the open-circuit voltage measured just before (dc is then an offset).
+    """
+
+    mode: Literal["potentiostatic", "galvanostatic"]
+    f_start_hz: float
+    f_end_hz: float
+    points_per_decade: float
+    amplitude: float
+    dc: float
+    dc_is_ocv: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The end-of-iteration test of a `repeat until` loop; when it holds, go to `target`."""
+
+    condition: str
+    value: Any
+    target: int = -1
+
+
+StepKind = Literal["rest", "current", "voltage", "cccv", "eis", "mark", "wait", "set", "check"]
+
+
+@dataclass(frozen=True, slots=True)
 class PlanStep:
     """One executable step.
 
     Attributes:
-        kind: "rest" (zero current, output on: open-circuit voltage) or "current".
+        kind: rest (zero current, output on: open-circuit voltage), current, voltage (CV), cccv,
+            eis, mark, wait, set (another role's set-point) or check (a `repeat until` test).
         current_a: source current in A (0 for rest); positive = charge / WE stripping.
         density_a_m2: the areal current density the step was written with, if any.
+        voltage_v: the CV (or CC-CV target) voltage in V.
+        current_limit_a: compliance in A while holding a voltage.
         context: loop parameters and counters in effect (e.g. {"j": 1.0, "cycle": 2}).
+        setpoints: for `set`: {"pressure_pa": …} or {"temperature_k": …}, plus settle rules.
     """
 
     index: int
-    kind: Literal["rest", "current"]
+    kind: StepKind
     description: str
     line: int
     current_a: float
@@ -73,6 +105,13 @@ class PlanStep:
     record: RecordRule
     label: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    voltage_v: float | None = None
+    current_limit_a: float | None = None
+    eis: EisSpec | None = None
+    note: str | None = None
+    timeout_s: float | None = None
+    setpoints: dict[str, float] = field(default_factory=dict)
+    check: Check | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +126,26 @@ class Watch:
 
 @dataclass(frozen=True, slots=True)
 class CellSpec:
-    """The cell, in SI."""
+    """The cell, in SI.
+
+    Attributes:
+        loading_kg_m2: active cathode material per area (full cells).
+        capacity_c_m2: nominal areal capacity (what C-rates refer to).
+    """
 
     kind: str
     material: str
     area_m2: float
     thickness_m: float
+    cathode: str | None = None
+    anode: str = "Li"
+    loading_kg_m2: float | None = None
+    capacity_c_m2: float | None = None
+
+    @property
+    def active_mass_kg(self) -> float | None:
+        """Active cathode material in the cell, kg."""
+        return None if self.loading_kg_m2 is None else self.loading_kg_m2 * self.area_m2
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +161,21 @@ class Plan:
     voltage_min_v: float
     voltage_max_v: float
     current_max_a: float | None
+    pressure_window_pa: tuple[float, float] | None
+    temperature_window_k: tuple[float, float] | None
     record: RecordRule
     watches: tuple[Watch, ...]
     steps: tuple[PlanStep, ...]
     results: tuple[str, ...]
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Abilities the station must have: "eis", "pressure", "temperature"."""
+        needs = {"eis"} if any(s.kind == "eis" for s in self.steps) else set()
+        roles = {"pressure_pa": "pressure", "temperature_k": "temperature"}
+        for step in self.steps:
+            needs |= {roles[key] for key in step.setpoints if key in roles}
+        return frozenset(needs)
 
     @property
     def compliance_v(self) -> float:
