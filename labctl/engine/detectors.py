@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from labctl.engine.cycles import Cycle
 from labctl.protocol.plan import PlanStep, Watch
 
 _EARLY_SAMPLES = 5
@@ -150,5 +151,66 @@ class StrippingPolarizationDetector:
         return None
 
 
-DETECTORS = {"short_circuit": ShortCircuitDetector, "stripping_polarization": StrippingPolarizationDetector}
+class _CycleDetector:
+    """Base of watches judged once per finished cycle, not per sample."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.name = watch.name
+        self.below = watch.params["below"]
+
+    def begin_step(self, step: PlanStep, t0: float) -> None:
+        """Nothing to arm per step."""
+
+    def end_step(self) -> None:
+        """Nothing carries over per step."""
+
+    def update(self, t: float, voltage_v: float, current_a: float) -> Finding | None:
+        """Samples are not judged."""
+        return None
+
+
+class CapacityRetentionDetector(_CycleDetector):
+    """Discharge capacity below `below` × the reference cycle's (DOMAIN.md §2.3: stop at 80 %)."""
+
+    def cycle_ended(self, cycle: Cycle, t: float) -> Finding | None:
+        """Judge one finished cycle."""
+        retention = cycle.retention
+        if retention is None or retention >= self.below:
+            return None
+        return Finding(
+            self.name,
+            True,
+            t,
+            f"capacity retention {retention:.1%} in cycle {cycle.number} is below {self.below:.0%}",
+            cycle.as_data(),
+        )
+
+
+class CoulombicEfficiencyDetector(_CycleDetector):
+    """Coulombic efficiency below `below` after the formation cycles."""
+
+    def __init__(self, watch: Watch) -> None:
+        super().__init__(watch)
+        self.after_cycle = int(watch.params["after_cycle"])
+
+    def cycle_ended(self, cycle: Cycle, t: float) -> Finding | None:
+        """Judge one finished cycle."""
+        efficiency = cycle.efficiency
+        if cycle.number <= self.after_cycle or efficiency is None or efficiency >= self.below:
+            return None
+        return Finding(
+            self.name,
+            True,
+            t,
+            f"Coulombic efficiency {efficiency:.2%} in cycle {cycle.number} is below {self.below:.2%}",
+            cycle.as_data(),
+        )
+
+
+DETECTORS: dict[str, Any] = {
+    "short_circuit": ShortCircuitDetector,
+    "stripping_polarization": StrippingPolarizationDetector,
+    "capacity_retention": CapacityRetentionDetector,
+    "coulombic_efficiency": CoulombicEfficiencyDetector,
+}
 """Watch type → detector class (the registry the runner builds from)."""

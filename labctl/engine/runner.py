@@ -1,31 +1,41 @@
 """The runner: interprets a Plan on a Station, step by step, sample by sample.
 
-Per step it programs the source, then loops: sleep on the clock until the next poll or the
-predicted end of the step, collect the instrument's buffered samples, judge each (safety limits,
-watches, voltage ends), keep what the recording rule keeps, journal it, publish it. Time and
-capacity ends are checked against the clock with the charge extrapolated to *now*, so in simulated
-time a step ends exactly when its capacity is reached, not at the next poll.
+Steps are plain records; a registry maps each step kind to the coroutine that runs it (bluesky's
+command registry, STYLE.md rule 13). A source step (rest, current, voltage, CC-CV) programs the
+source, then loops: sleep on the clock until the next poll or the predicted end of the step,
+collect the instrument's buffered samples, judge each (safety limits, watches, sample ends), keep
+what the recording rule keeps, journal it, publish it. Time and capacity ends are checked against
+the clock with the charge extrapolated to *now*, so in simulated time a step ends exactly when its
+capacity is reached, not at the next poll.
+
+`run()` runs a whole plan. `begin()` / `execute(step)` / `finish()` run steps one at a time for the
+Python API (labctl.api), through the same code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import Reading
+from drivers.base import EisPoint, Reading, SupportsEIS
 from drivers.errors import InstrumentError
 from labctl.clock import Clock
 from labctl.data import Bus, Event, EventKind, Journal, Sample, Status
+from labctl.engine.cycles import Cycle, CycleTracker
 from labctl.engine.detectors import DETECTORS, Finding
 from labctl.engine.state import RunState, check_transition
 from labctl.engine.station import Station
-from labctl.protocol.plan import Action, Plan, PlanStep
+from labctl.protocol.plan import Action, End, Plan, PlanStep
 
 log = logging.getLogger(__name__)
 
 _RELATIVE_TOLERANCE = 1e-9
+_SOURCE_KINDS = ("rest", "current", "voltage", "cccv")
 
 
 @dataclass
@@ -40,11 +50,34 @@ class RunOutcome:
 
 
 @dataclass
+class StepResult:
+    """How one step ended (what the Python API returns).
+
+    Attributes:
+        action: what the plan does next (next, stop, alarm, goto, record).
+        reason: why the step ended, in words.
+        charge_c: charge passed in the step (signed, C).
+        duration_s: how long it ran.
+        fired: names of the watches that fired during the step.
+        spectrum: the impedance spectrum of an EIS step.
+    """
+
+    action: Action
+    reason: str
+    charge_c: float = 0.0
+    duration_s: float = 0.0
+    fired: list[str] = field(default_factory=list)
+    spectrum: list[EisPoint] = field(default_factory=list)
+
+
+@dataclass
 class _StepProgress:
-    """What the runner tracks inside one step."""
+    """What the runner tracks inside one source step."""
 
     step: PlanStep
     t0: float
+    current_a: float
+    phase: str = "cc"
     charge_c: float = 0.0
     last_t: float | None = None
     last_current: float = 0.0
@@ -53,21 +86,15 @@ class _StepProgress:
     kept_i: float = 0.0
     last_reading: Reading | None = None
     last_kept: bool = False
-    voltage_hold_since: dict[int, float] = field(default_factory=dict)
+    hold_since: dict[int, float] = field(default_factory=dict)
+    window: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
+    fired: list[str] = field(default_factory=list)
 
     def charge_now(self, now: float) -> float:
         """Charge passed in this step up to `now`, holding the last measured current."""
         if self.last_t is None:
-            return self.step.current_a * (now - self.t0)
+            return self.current_a * (now - self.t0)
         return self.charge_c + self.last_current * max(0.0, now - self.last_t)
-
-
-@dataclass
-class _Decision:
-    """Why a step stops and where the run goes next."""
-
-    action: Action
-    reason: str
 
 
 class Runner:
@@ -79,23 +106,50 @@ class Runner:
         clock: real or simulated time.
         journal: where every kept sample and every event goes first.
         bus: live listeners (progress, later TUI/MQTT).
+        auto_resume: `wait` steps continue at once (simulated runs with nobody to press a key);
+            otherwise they wait for `resume()` or their timeout.
     """
 
-    def __init__(self, plan: Plan, station: Station, clock: Clock, journal: Journal, bus: Bus) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        station: Station,
+        clock: Clock,
+        journal: Journal,
+        bus: Bus,
+        *,
+        auto_resume: bool = False,
+    ) -> None:
         self.plan = plan
         self.station = station
         self.clock = clock
         self.journal = journal
         self.bus = bus
+        self.auto_resume = auto_resume
         self.state = RunState.IDLE
         self._detectors = [DETECTORS[w.type](w) for w in plan.watches]
         self._watches = {w.name: w for w in plan.watches}
+        retention = [w for w in plan.watches if w.type == "capacity_retention"]
+        self.cycles = CycleTracker(int(retention[0].params["reference_cycle"]) if retention else 1)
         self._samples: list[Sample] = []
         self._events: list[Event] = []
         self._sample_period = 0.0
         self._task: asyncio.Task[Any] | None = None
         self._abort_reason: str | None = None
         self._previous_step = -1
+        self._spectra = 0
+        self._fired_since_check: set[str] = set()
+        self._resume = asyncio.Event()
+        self._handlers: dict[str, Callable[[PlanStep], Awaitable[StepResult]]] = {
+            **dict.fromkeys(_SOURCE_KINDS, self._run_source_step),
+            "eis": self._run_eis,
+            "mark": self._run_mark,
+            "wait": self._run_wait,
+            "set": self._run_set,
+            "check": self._run_check,
+        }
+
+    # --- control ----------------------------------------------------------------------------------
 
     def abort(self, reason: str = "aborted by the operator") -> None:
         """End the run now: the station is made safe and `run()` returns an ABORTED outcome.
@@ -106,32 +160,35 @@ class Runner:
             self._abort_reason = reason
             self._task.cancel()
 
+    def resume(self) -> None:
+        """Let a paused `wait` step continue (operator or external trigger)."""
+        self._resume.set()
+
     def _set_state(self, new: RunState) -> None:
         self.state = check_transition(self.state, new)
 
+    # --- whole plan -------------------------------------------------------------------------------
+
     async def run(self) -> RunOutcome:
         """Run every step; always ends with the station in its safe state."""
-        self._task = asyncio.current_task()
-        self._set_state(RunState.RUNNING)
-        self._event(-1, EventKind.RUN_STARTED, {"protocol": self.plan.name, "steps": len(self.plan.steps)})
+        await self.begin()
         outcome = RunOutcome(RunState.DONE, "all steps done", -1)
         index = 0
         try:
             while index < len(self.plan.steps):
-                step = self.plan.steps[index]
-                decision = await self._run_step(step)
+                result = await self.execute(self.plan.steps[index])
                 outcome.last_step = index
-                action = decision.action
+                action = result.action
                 if action.kind in ("next", "record"):
                     index += 1
                 elif action.kind == "goto":
                     assert action.target is not None
                     index = action.target
                 elif action.kind == "stop":
-                    outcome = RunOutcome(RunState.DONE, decision.reason, index)
+                    outcome = RunOutcome(RunState.DONE, result.reason, index)
                     break
                 else:  # alarm
-                    outcome = RunOutcome(RunState.ALARM, decision.reason, index)
+                    outcome = RunOutcome(RunState.ALARM, result.reason, index)
                     break
         except asyncio.CancelledError:
             outcome = RunOutcome(RunState.ABORTED, self._abort_reason or "cancelled", outcome.last_step)
@@ -143,27 +200,33 @@ class Runner:
             outcome = RunOutcome(RunState.FAILED, str(exc), outcome.last_step)
             self._event(outcome.last_step, EventKind.INSTRUMENT, {"message": str(exc)})
         finally:
-            outcome.unsafe = await self.station.make_safe()
-            if outcome.unsafe:
-                self._event(outcome.last_step, EventKind.ALARM, {"message": "; ".join(outcome.unsafe)})
-            self._set_state(outcome.state)
-            self._event(
-                outcome.last_step,
-                EventKind.RUN_ENDED,
-                {"state": outcome.state.value, "reason": outcome.reason},
-            )
-            await asyncio.shield(self._flush())
+            await self.finish(outcome)
         return outcome
 
-    async def _run_step(self, step: PlanStep) -> _Decision:
-        pot = self.station.potentiostat
-        if step.record.sample_s != self._sample_period:
-            await pot.start_acquisition(step.record.sample_s)
-            self._sample_period = step.record.sample_s
-        await pot.set_current(step.current_a, self.plan.compliance_v)
-        progress = _StepProgress(step, self.clock.monotonic())
-        for detector in self._detectors:
-            detector.begin_step(step, progress.t0)
+    async def begin(self) -> None:
+        """Start a run: state, first event."""
+        self._task = asyncio.current_task()
+        self._set_state(RunState.RUNNING)
+        self._event(-1, EventKind.RUN_STARTED, {"protocol": self.plan.name, "steps": len(self.plan.steps)})
+
+    async def finish(self, outcome: RunOutcome) -> None:
+        """End a run: close the open cycle, make every role safe, record how it ended."""
+        self._close_cycle()
+        outcome.unsafe = await self.station.make_safe()
+        if outcome.unsafe:
+            self._event(outcome.last_step, EventKind.ALARM, {"message": "; ".join(outcome.unsafe)})
+        if self.state is RunState.PAUSED and outcome.state is RunState.DONE:
+            self._set_state(RunState.RUNNING)
+        self._set_state(outcome.state)
+        self._event(
+            outcome.last_step, EventKind.RUN_ENDED, {"state": outcome.state.value, "reason": outcome.reason}
+        )
+        await asyncio.shield(self._flush())
+
+    async def execute(self, step: PlanStep) -> StepResult:
+        """Run one step to its end; returns what the plan should do next."""
+        closed = self.cycles.step_started(step.context) if step.kind != "check" else None
+        cycle_finding = self._on_cycle(closed, step.index) if closed else None
         self._event(
             step.index,
             EventKind.STEP_STARTED,
@@ -177,35 +240,67 @@ class Runner:
                 "context": step.context,
             },
         )
-        decision: _Decision | None = None
-        while decision is None:
-            wait = self._time_to_next_look(progress)
-            if wait > 0:
-                await self.clock.sleep(wait)
-            decision = self._judge(progress, await pot.fetch())
-            if decision is None:
-                decision = self._clock_end(progress)
-            self._publish_status(progress)
-            await self._flush()
-        if decision.action.kind == "alarm":
-            await self.station.make_safe()
-        if progress.last_reading is not None and not progress.last_kept:
-            self._keep(progress, progress.last_reading)
-        for detector in self._detectors:
-            detector.end_step()
+        if cycle_finding is not None and cycle_finding.action.kind not in ("next", "record"):
+            result = StepResult(cycle_finding.action, cycle_finding.reason)
+        else:
+            result = await self._handlers[step.kind](step)
+        self.cycles.add(result.charge_c)
         self._previous_step = step.index
         self._event(
             step.index,
             EventKind.STEP_ENDED,
             {
-                "reason": decision.reason,
-                "action": decision.action.describe(),
-                "charge_c": progress.charge_now(self.clock.monotonic()),
-                "duration_s": self.clock.monotonic() - progress.t0,
+                "reason": result.reason,
+                "action": result.action.describe(),
+                "charge_c": result.charge_c,
+                "duration_s": result.duration_s,
             },
         )
         await self._flush()
-        return decision
+        return result
+
+    # --- source steps -----------------------------------------------------------------------------
+
+    async def _program(self, step: PlanStep, progress: _StepProgress | None) -> None:
+        pot = self.station.potentiostat
+        if step.record.sample_s != self._sample_period:
+            await pot.start_acquisition(step.record.sample_s)
+            self._sample_period = step.record.sample_s
+        if step.kind == "voltage" or (progress is not None and progress.phase == "cv"):
+            assert step.voltage_v is not None and step.current_limit_a is not None
+            limit = step.current_limit_a if step.kind == "voltage" else max(abs(step.current_a), 1e-9)
+            await pot.set_voltage(step.voltage_v, limit)
+        else:
+            await pot.set_current(step.current_a, self.plan.compliance_v)
+
+    async def _run_source_step(self, step: PlanStep) -> StepResult:
+        await self._program(step, None)
+        progress = _StepProgress(step, self.clock.monotonic(), step.current_a)
+        for detector in self._detectors:
+            detector.begin_step(step, progress.t0)
+        decision: tuple[Action, str] | None = None
+        while decision is None:
+            wait = self._time_to_next_look(progress)
+            if wait > 0:
+                await self.clock.sleep(wait)
+            decision = self._judge(progress, await self.station.potentiostat.fetch())
+            if decision is None:
+                decision = self._clock_end(progress)
+            if decision is not None and decision[0].kind == "cv":  # CC-CV: the CC phase is over
+                progress.phase, decision = "cv", None
+                progress.hold_since.clear()
+                await self._program(step, progress)
+            self._publish_status(progress)
+            await self._flush()
+        action, reason = decision
+        if action.kind == "alarm":
+            await self.station.make_safe()
+        if progress.last_reading is not None and not progress.last_kept:
+            self._keep(progress, progress.last_reading)
+        for detector in self._detectors:
+            detector.end_step()
+        now = self.clock.monotonic()
+        return StepResult(action, reason, progress.charge_now(now), now - progress.t0, progress.fired)
 
     def _time_to_next_look(self, progress: _StepProgress) -> float:
         now = self.clock.monotonic()
@@ -214,25 +309,25 @@ class Runner:
             if end.condition == "time":
                 wait = min(wait, progress.t0 + end.value - now)
             elif end.condition == "charge":
-                current = progress.last_current if progress.last_t is not None else progress.step.current_a
+                current = progress.last_current if progress.last_t is not None else progress.current_a
                 if current:
                     wait = min(wait, (end.value - abs(progress.charge_now(now))) / abs(current))
         return max(0.0, wait)
 
-    def _clock_end(self, progress: _StepProgress) -> _Decision | None:
+    def _clock_end(self, progress: _StepProgress) -> tuple[Action, str] | None:
         now = self.clock.monotonic()
         for end in progress.step.ends:
             if end.condition == "time" and now - progress.t0 >= end.value * (1 - _RELATIVE_TOLERANCE):
-                return _Decision(end.action, f"time {end.value:g} s reached")
+                return end.action, f"time {end.value:g} s reached"
             if end.condition == "charge" and abs(progress.charge_now(now)) >= end.value * (
                 1 - _RELATIVE_TOLERANCE
             ):
-                return _Decision(end.action, f"charge {end.value * 1e3 / 3.6:.4g} mAh reached")
+                return end.action, f"charge {end.value * 1e3 / 3.6:.4g} mAh reached"
         return None
 
-    def _judge(self, progress: _StepProgress, readings: list[Reading]) -> _Decision | None:
+    def _judge(self, progress: _StepProgress, readings: list[Reading]) -> tuple[Action, str] | None:
         """Account, check and keep each new reading; the first decisive one wins."""
-        decision: _Decision | None = None
+        decision: tuple[Action, str] | None = None
         for reading in readings:
             if reading.t <= progress.t0 + 1e-9:  # at t0 the instrument measured before the command
                 self._keep_late(reading)
@@ -249,15 +344,39 @@ class Runner:
                     EventKind.LIMIT,
                     {"message": breach, "voltage_v": reading.voltage_v, "current_a": reading.current_a},
                 )
-                decision = _Decision(Action("alarm"), breach)
+                decision = Action("alarm"), breach
                 continue
             for detector in self._detectors:
                 finding = detector.update(reading.t, reading.voltage_v, reading.current_a)
                 if finding is not None:
                     self._keep_now(progress, reading, kept)
                     decision = decision or self._on_finding(progress, finding)
-            decision = decision or self._voltage_end(progress, reading)
+            decision = decision or self._sample_end(progress, reading)
         return decision
+
+    def _sample_end(self, progress: _StepProgress, reading: Reading) -> tuple[Action, str] | None:
+        """Ends judged on each sample: voltage, current, dV/dt (each held for its debounce)."""
+        step = progress.step
+        if step.kind == "cccv" and progress.phase == "cc":
+            assert step.voltage_v is not None
+            reached = (
+                reading.voltage_v >= step.voltage_v
+                if step.current_a > 0
+                else reading.voltage_v <= step.voltage_v
+            )
+            return (Action("cv"), "CC phase reached the CV voltage") if reached else None  # type: ignore[arg-type]
+        progress.window.append((reading.t, reading.voltage_v))
+        for number, end in enumerate(step.ends):
+            beyond = _beyond(end, reading, progress)
+            if beyond is None:
+                continue
+            if not beyond:
+                progress.hold_since.pop(number, None)
+                continue
+            since = progress.hold_since.setdefault(number, reading.t)
+            if reading.t - since >= (0.0 if end.condition.startswith("dvdt") else end.debounce_s):
+                return end.action, f"{end.condition.replace('_', ' ')} {end.value:g}"
+        return None
 
     def _account(self, progress: _StepProgress, reading: Reading) -> None:
         if progress.last_t is None:
@@ -316,12 +435,14 @@ class Runner:
                 f"voltage {reading.voltage_v:.4g} V left the safety window "
                 f"{plan.voltage_min_v:g}..{plan.voltage_max_v:g} V"
             )
-        if plan.current_max_a is not None and abs(reading.current_a) > plan.current_max_a:
+        if plan.current_max_a is not None and abs(reading.current_a) > plan.current_max_a * 1.01:
             limit_ma = plan.current_max_a * 1e3
             return f"current {reading.current_a * 1e3:.4g} mA above the safety limit {limit_ma:.4g} mA"
         return None
 
-    def _on_finding(self, progress: _StepProgress, finding: Finding) -> _Decision | None:
+    # --- watches and cycles -------------------------------------------------------------------------
+
+    def _on_finding(self, progress: _StepProgress, finding: Finding) -> tuple[Action, str] | None:
         step = progress.step
         data = {
             "watch": finding.watch,
@@ -336,30 +457,155 @@ class Runner:
         if not finding.fired:
             self._event(step.index, EventKind.SOFT_SHORT, data)
             return None
-        action = self._watches[finding.watch].action
+        progress.fired.append(finding.watch)
+        self._fired_since_check.add(finding.watch)
+        ends = [end for end in step.ends if end.condition == "detector" and end.value == finding.watch]
+        action = ends[0].action if ends else self._watches[finding.watch].action
         self._event(step.index, EventKind.DETECTOR, {**data, "action": action.describe()})
-        if action.kind == "record":
-            return None
         if action.kind == "alarm":
             self._event(step.index, EventKind.ALARM, {"message": finding.message})
-        return _Decision(action, finding.message)
+        if action.kind == "record":
+            return None
+        return action, finding.message
 
-    def _voltage_end(self, progress: _StepProgress, reading: Reading) -> _Decision | None:
-        for number, end in enumerate(progress.step.ends):
-            if not end.condition.startswith("voltage"):
+    def _on_cycle(self, cycle: Cycle, step_index: int) -> StepResult | None:
+        """Record a finished cycle and let the cycle watches judge it."""
+        self._event(step_index, EventKind.CYCLE, cycle.as_data())
+        decision: StepResult | None = None
+        for detector in self._detectors:
+            judge = getattr(detector, "cycle_ended", None)
+            finding = judge(cycle, self.clock.monotonic()) if judge else None
+            if finding is None:
                 continue
-            beyond = (
-                reading.voltage_v >= end.value
-                if end.condition == "voltage_above"
-                else reading.voltage_v <= end.value
+            self._fired_since_check.add(finding.watch)
+            action = self._watches[finding.watch].action
+            self._event(
+                step_index,
+                EventKind.DETECTOR,
+                {
+                    "watch": finding.watch,
+                    "type": self._watches[finding.watch].type,
+                    "message": finding.message,
+                    "action": action.describe(),
+                    **finding.data,
+                },
             )
-            if not beyond:
-                progress.voltage_hold_since.pop(number, None)
-                continue
-            since = progress.voltage_hold_since.setdefault(number, reading.t)
-            if reading.t - since >= end.debounce_s:
-                return _Decision(end.action, f"{end.condition.replace('_', ' ')} {end.value:g} V")
-        return None
+            if action.kind == "alarm":
+                self._event(step_index, EventKind.ALARM, {"message": finding.message})
+            if decision is None and action.kind != "record":
+                decision = StepResult(action, finding.message)
+        return decision
+
+    def _close_cycle(self, step_index: int | None = None) -> StepResult | None:
+        closed = self.cycles.close()
+        if closed is None:
+            return None
+        return self._on_cycle(closed, self._previous_step if step_index is None else step_index)
+
+    # --- other steps ------------------------------------------------------------------------------
+
+    async def _run_check(self, step: PlanStep) -> StepResult:
+        """The end of a `repeat until` iteration: close the cycle, test the condition."""
+        assert step.check is not None
+        decision = self._close_cycle(step.index)
+        if decision is not None and decision.action.kind != "next":
+            return decision
+        check = step.check
+        last = self.cycles.finished[-1] if self.cycles.finished else None
+        holds = False
+        if check.condition == "detector":
+            holds = check.value in self._fired_since_check
+        elif last is not None:
+            measured = last.retention if check.condition == "retention_below" else last.efficiency
+            holds = measured is not None and measured < check.value
+        self._fired_since_check.clear()
+        if holds:
+            return StepResult(Action("goto", check.target), f"loop ends: {check.condition} {check.value}")
+        return StepResult(Action("next"), f"loop goes on: {check.condition} {check.value} not met")
+
+    async def _run_eis(self, step: PlanStep) -> StepResult:
+        spec = step.eis
+        assert spec is not None
+        pot = self.station.potentiostat
+        if not isinstance(pot, SupportsEIS):
+            raise InstrumentError(f"{type(pot).__name__} cannot measure impedance; use an EIS potentiostat")
+        t0 = self.clock.monotonic()
+        dc = spec.dc
+        if spec.dc_is_ocv:
+            await pot.set_current(0.0, self.plan.compliance_v)
+            dc += (await pot.read()).voltage_v
+        await pot.stop_acquisition()
+        self._sample_period = 0.0  # the next source step restarts acquisition
+        points = await pot.impedance_spectrum(
+            mode=spec.mode,
+            f_start_hz=spec.f_start_hz,
+            f_end_hz=spec.f_end_hz,
+            points_per_decade=spec.points_per_decade,
+            amplitude=spec.amplitude,
+            dc_level=dc,
+        )
+        self._spectra += 1
+        for point in points:
+            t = point.time_s if math.isfinite(point.time_s) else self.clock.monotonic()
+            values = {
+                "frequency_hz": point.frequency_hz,
+                "z_real_ohm": point.z_real_ohm,
+                "z_imag_ohm": point.z_imag_ohm,
+                "e_dc_v": point.e_dc_v,
+                "i_dc_a": point.i_dc_a,
+                "spectrum": float(self._spectra),
+                "pressure_pa": self.plan.pressure_pa,
+                "temperature_k": self.plan.temperature_k,
+            }
+            self._record(Sample(self._t_ns(t), step.index, values, kind="eis"))
+        self._event(
+            step.index, EventKind.EIS, {"spectrum": self._spectra, "points": len(points), "mode": spec.mode}
+        )
+        now = self.clock.monotonic()
+        return StepResult(
+            Action("next"), f"spectrum {self._spectra}: {len(points)} points", 0.0, now - t0, spectrum=points
+        )
+
+    async def _run_mark(self, step: PlanStep) -> StepResult:
+        self._event(step.index, EventKind.MARK, {"note": step.note})
+        return StepResult(Action("next"), f"marked: {step.note}")
+
+    async def _run_wait(self, step: PlanStep) -> StepResult:
+        """Make the station safe and pause until resumed, or until the step's timeout."""
+        t0 = self.clock.monotonic()
+        self._resume.clear()  # before PAUSED is visible, so an early resume() is never lost
+        await self.station.make_safe()
+        self._sample_period = 0.0
+        self._set_state(RunState.PAUSED)
+        self._event(step.index, EventKind.PAUSED, {"message": step.note, "timeout_s": step.timeout_s})
+        await self._flush()
+        if self.auto_resume:
+            reason = "resumed automatically (nobody to ask in a simulated run)"
+        elif step.timeout_s is not None:
+            reason = await self._wait_or_timeout(step.timeout_s)
+        else:
+            await self._resume.wait()
+            reason = "resumed by the operator"
+        self._set_state(RunState.RUNNING)
+        self._event(step.index, EventKind.RESUMED, {"reason": reason})
+        return StepResult(Action("next"), reason, 0.0, self.clock.monotonic() - t0)
+
+    async def _wait_or_timeout(self, timeout_s: float) -> str:
+        resumed = asyncio.ensure_future(self._resume.wait())
+        timer = asyncio.ensure_future(self.clock.sleep(timeout_s))
+        try:
+            done, _ = await asyncio.wait({resumed, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (resumed, timer):
+                task.cancel()
+            await asyncio.gather(resumed, timer, return_exceptions=True)
+        return "resumed by the operator" if resumed in done else f"timeout {timeout_s:g} s"
+
+    async def _run_set(self, step: PlanStep) -> StepResult:
+        role = "pressure rig" if "pressure_pa" in step.setpoints else "heater"
+        raise InstrumentError(f"this station has no {role}: step at line {step.line} cannot run here")
+
+    # --- records ----------------------------------------------------------------------------------
 
     def _t_ns(self, t: float) -> int:
         return self.clock.time_ns() - round((self.clock.monotonic() - t) * 1e9)
@@ -387,3 +633,26 @@ class Runner:
         samples, events = self._samples, self._events
         self._samples, self._events = [], []
         await self.journal.append(samples, events)
+
+
+def _beyond(end: End, reading: Reading, progress: _StepProgress) -> bool | None:
+    """Whether a sample is past an end's threshold; None for ends not judged on samples."""
+    condition = end.condition
+    if condition == "voltage_above":
+        return reading.voltage_v >= end.value
+    if condition == "voltage_below":
+        return reading.voltage_v <= end.value
+    if condition.startswith("current"):
+        if progress.step.kind == "cccv" and progress.phase == "cc":
+            return None
+        magnitude = abs(reading.current_a)
+        return magnitude >= end.value if condition == "current_above" else magnitude <= end.value
+    if condition.startswith("dvdt"):
+        window = progress.window
+        while window and reading.t - window[0][0] > end.debounce_s:
+            window.popleft()
+        if not window or reading.t - window[0][0] < 0.9 * end.debounce_s:
+            return False  # not a full window yet
+        rate = abs(reading.voltage_v - window[0][1]) / (reading.t - window[0][0])
+        return rate >= end.value if condition == "dvdt_above" else rate <= end.value
+    return None

@@ -35,11 +35,27 @@ class FakePotentiostat:
 
     async def set_current(self, current_a: float, voltage_limit_v: float) -> None:
         self._catch_up()
-        self.current, self.output = current_a, True
+        self.current, self.output, self.mode = current_a, True, "current"
         self.commands.append(("current", current_a))
 
     async def set_voltage(self, voltage_v: float, current_limit_a: float) -> None:
-        raise NotImplementedError
+        self._catch_up()
+        self.mode, self.voltage_setpoint, self.current_limit = "voltage", voltage_v, current_limit_a
+        self.output = True
+        self.commands.append(("voltage", voltage_v))
+
+    def _current_at(self, t: float) -> float:
+        """Galvanostatic: the set current; potentiostatic: solve V(t, I) = V_set within the limit."""
+        if getattr(self, "mode", "current") == "current":
+            return self.current
+        low, high = -self.current_limit, self.current_limit
+        for _ in range(60):
+            mid = 0.5 * (low + high)
+            if self.voltage(t, mid) < self.voltage_setpoint:
+                low = mid
+            else:
+                high = mid
+        return 0.5 * (low + high)
 
     async def output_off(self) -> None:
         self.output = False
@@ -57,7 +73,7 @@ class FakePotentiostat:
         if self.next_t is None:
             return
         while self.next_t <= self.clock.monotonic() + 1e-9:
-            current = self.current if self.output else 0.0
+            current = self._current_at(self.next_t) if self.output else 0.0
             self.pending.append(Reading(self.next_t, self.voltage(self.next_t, current), current))
             self.next_t += self.period
 

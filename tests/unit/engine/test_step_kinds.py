@@ -1,0 +1,233 @@
+"""The step kinds beyond constant current: CV, CC-CV, EIS, mark, wait; ends on current, dV/dt and
+detectors; repeat-until on retention; cycle bookkeeping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from drivers.base import EisPoint
+from labctl.data import Bus, EventKind, Journal
+from labctl.engine import Runner, RunState, Station
+from labctl.protocol import compile_text
+
+HEADER = """\
+labctl: 1
+name: t
+cell: {area: 1 cm^2}
+record: {sample: 1 s, every: 10 s, dv: 1 mV, poll: 10 s}
+safety: {voltage: {min: 0 V, max: 5 V}, current: {max: 20 mA}}
+"""
+
+
+async def run(text, pot, clock, tmp_path, **kwargs):
+    plan = compile_text(text)
+    journal = Journal(tmp_path / "journal.sqlite")
+    runner = Runner(plan, Station("t", pot), clock, journal, Bus(), **kwargs)
+    return runner, journal, await runner.run()
+
+
+async def test_cccv_switches_to_voltage_hold_and_ends_when_the_current_tapers(
+    clock, fake_potentiostat, tmp_path
+):
+    # OCV rises 1.2 V per hour, 100 Ω in series: at 1 mA the cell reaches 4.0 V at 2700 s; held at
+    # 4.0 V its current tapers linearly and passes 0.1 mA at 2970 s.
+    pot = fake_potentiostat(lambda t, i: 3.0 + 1.2 * min(1.0, t / 3600) + 100.0 * i)
+    text = (
+        HEADER
+        + "steps:\n  - cccv: {current: 1 mA, voltage: 4.0 V, until: {current_below: 0.1 mA, time: 10 h}}\n"
+    )
+    _, journal, outcome = await run(text, pot, clock, tmp_path)
+    assert outcome.state is RunState.DONE
+    assert [c[0] for c in pot.commands[:3]] == ["current", "voltage", "off"]
+    assert pot.commands[1][1] == 4.0
+    ended = next(journal.events([EventKind.STEP_ENDED]))
+    assert "current below" in ended.data["reason"]
+    assert ended.data["duration_s"] == pytest.approx(2970, abs=2)
+    last = list(journal.samples())[-1].values
+    assert last["voltage_v"] == pytest.approx(4.0, abs=2e-3) and abs(last["current_a"]) <= 1.05e-4
+
+
+async def test_voltage_hold_ends_on_time_and_counts_its_charge(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 3.0 + 100.0 * i)  # at 3.1 V: 1 mA
+    text = HEADER + "steps:\n  - voltage: {value: 3.1 V, until: {time: 1 h}}\n"
+    _, journal, _ = await run(text, pot, clock, tmp_path)
+    ended = next(journal.events([EventKind.STEP_ENDED]))
+    assert ended.data["charge_c"] == pytest.approx(3.6, rel=1e-3)
+
+
+async def test_rest_ends_when_dvdt_settles(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 3.0 + 0.1 * math.exp(-t / 600.0))  # relaxing OCV
+    text = HEADER + "steps:\n  - rest: {until: [{dvdt_below: 1 mV/h, debounce: 5 min}, {time: 10 h}]}\n"
+    _, journal, _ = await run(text, pot, clock, tmp_path)
+    ended = next(journal.events([EventKind.STEP_ENDED]))
+    assert "dvdt below" in ended.data["reason"]
+    # |dV/dt| = 0.1/600·exp(-t/600) V/s falls below 1 mV/h at t ≈ 600·ln(360) ≈ 3530 s
+    assert 3300 < ended.data["duration_s"] < 4200
+
+
+async def test_detector_as_an_end_condition_uses_the_steps_action(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 1e-6 if t > 600 else 50.0 * i)
+    text = (
+        HEADER.replace("min: 0 V", "min: -1 V")
+        + """\
+watch:
+  short: {type: short_circuit, action: stop}
+steps:
+  - current: {current: 1 mA, until: [{time: 1 h}, {detector: short, action: {goto: after}}]}
+  - rest: {until: {time: 1 min}}
+  - mark: {label: after, note: the cell shorted}
+"""
+    )
+    _, journal, outcome = await run(text, pot, clock, tmp_path)
+    assert outcome.state is RunState.DONE and outcome.reason == "all steps done"
+    started = [e.data["kind"] for e in journal.events([EventKind.STEP_STARTED])]
+    assert started == ["current", "mark"]  # the rest was skipped by the goto
+    assert next(journal.events([EventKind.MARK])).data["note"] == "the cell shorted"
+
+
+async def test_repeat_until_retention_stops_the_loop_after_the_fading_cycle(
+    clock, fake_potentiostat, tmp_path
+):
+    class FadingCell:
+        """Discharge ends at 3.0 V; usable capacity shrinks 5 % per cycle."""
+
+        def __init__(self) -> None:
+            self.charge = 0.0
+            self.t = 0.0
+            self.capacity = 3.6
+            self.last_sign = 0
+
+        def __call__(self, t: float, i: float) -> float:
+            self.charge += i * (t - self.t)
+            self.t = t
+            sign = (i > 0) - (i < 0)
+            if sign > 0 and self.last_sign < 0:
+                self.capacity *= 0.95
+                self.charge = 0.0
+            self.last_sign = sign or self.last_sign
+            return 3.0 + 1.0 * self.charge / self.capacity + 10.0 * i
+
+    pot = fake_potentiostat(FadingCell())
+    text = (
+        HEADER
+        + """\
+steps:
+  - repeat:
+      until: {retention_below: 85 %}
+      max: 20
+      steps:
+        - current: {current: 1 mA, until: [{voltage_above: 4.0 V}, {time: 3 h}]}
+        - current: {current: -1 mA, until: [{voltage_below: 2.99 V}, {time: 3 h}]}
+  - mark: {note: done}
+"""
+    )
+    _, journal, outcome = await run(text, pot, clock, tmp_path)
+    cycles = [e.data for e in journal.events([EventKind.CYCLE])]
+    retentions = [c["retention"] for c in cycles]
+    assert retentions[0] == pytest.approx(1.0)
+    assert all(b < a for a, b in zip(retentions, retentions[1:], strict=False))
+    assert retentions[-1] < 0.85 <= retentions[-2]  # stopped right after the first cycle below 85 %
+    assert len(cycles) < 20
+    assert next(journal.events([EventKind.MARK])).data["note"] == "done"
+    assert cycles[1]["efficiency"] == pytest.approx(cycles[1]["discharge_c"] / cycles[1]["charge_c"])
+
+
+async def test_capacity_retention_watch_stops_a_fixed_cycle_count(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 3.5)
+    text = (
+        HEADER
+        + """\
+watch:
+  fade: {type: capacity_retention, below: 80 %, action: stop}
+steps:
+  - repeat:
+      times: 3
+      steps:
+        - current: {current: 1 mA, until: {time: 1 h}}
+        - current: {current: -1 mA, until: {time: 1 h}}
+"""
+    )
+    _, journal, outcome = await run(text, pot, clock, tmp_path)
+    assert outcome.reason == "all steps done"  # no fade: the watch never fires
+    assert len(list(journal.events([EventKind.CYCLE]))) == 3
+
+
+async def test_wait_pauses_safely_and_resumes_on_timeout(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 3.5)
+    text = (
+        HEADER
+        + """\
+steps:
+  - current: {current: 1 mA, until: {time: 10 min}}
+  - wait: {message: take the X-ray scan, timeout: 30 min}
+  - current: {current: 1 mA, until: {time: 10 min}}
+"""
+    )
+    runner, journal, outcome = await run(text, pot, clock, tmp_path)
+    assert outcome.state is RunState.DONE
+    kinds = [e.kind for e in journal.events()]
+    assert EventKind.PAUSED in kinds and EventKind.RESUMED in kinds
+    assert ("off", 0.0) in pot.commands[: pot.commands.index(("current", 1e-3), 1)]  # safe during the wait
+    assert clock.monotonic() == pytest.approx(50 * 60)
+
+
+async def test_wait_without_timeout_needs_resume(clock, fake_potentiostat, tmp_path):
+    import asyncio
+
+    pot = fake_potentiostat(lambda t, i: 3.5)
+    plan = compile_text(HEADER + "steps:\n  - wait: {message: press go}\n")
+    runner = Runner(plan, Station("t", pot), clock, Journal(tmp_path / "j.sqlite"), Bus())
+    task = asyncio.create_task(runner.run())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert runner.state is RunState.PAUSED and not task.done()
+    runner.resume()
+    outcome = await task
+    assert outcome.state is RunState.DONE
+
+
+class FakeEisPotentiostat:
+    """Adds SupportsEIS to the fake: a Randles cell 10 Ω + (100 Ω ∥ 1 µF)."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+        self.requests = []
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    async def impedance_spectrum(self, *, mode, f_start_hz, f_end_hz, points_per_decade, amplitude, dc_level):
+        self.requests.append((mode, f_start_hz, f_end_hz, points_per_decade, amplitude, dc_level))
+        decades = math.log10(f_start_hz / f_end_hz)
+        count = round(decades * points_per_decade) + 1
+        points = []
+        for k in range(count):
+            f = f_start_hz * 10 ** (-k / points_per_decade)
+            z = 10 + 100 / (1 + 2j * math.pi * f * 100 * 1e-6)
+            points.append(EisPoint(f, z.real, z.imag, dc_level, 0.0, self.base.clock.monotonic()))
+        return points
+
+
+async def test_eis_step_journals_a_spectrum_around_the_open_circuit_voltage(
+    clock, fake_potentiostat, tmp_path
+):
+    pot = FakeEisPotentiostat(fake_potentiostat(lambda t, i: 3.7))
+    text = HEADER + "steps:\n  - eis: {from: 100 kHz, to: 1 Hz, per_decade: 5, amplitude: 10 mV}\n"
+    _, journal, _ = await run(text, pot, clock, tmp_path)
+    assert pot.requests == [("potentiostatic", 1e5, 1.0, 5, 0.01, pytest.approx(3.7))]
+    points = list(journal.samples(kind="eis"))
+    assert len(points) == 26
+    assert all(p.values["z_imag_ohm"] <= 0 for p in points)  # capacitive: negative, math convention
+    assert points[0].values["z_real_ohm"] == pytest.approx(10, abs=0.1)
+    assert points[-1].values["z_real_ohm"] == pytest.approx(110, abs=0.1)
+    assert {p.values["spectrum"] for p in points} == {1.0}
+
+
+async def test_eis_on_an_instrument_without_it_fails_cleanly(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 3.7)
+    text = HEADER + "steps:\n  - eis: {from: 100 kHz, to: 1 Hz}\n"
+    _, _, outcome = await run(text, pot, clock, tmp_path)
+    assert outcome.state is RunState.FAILED and "cannot measure impedance" in outcome.reason
+    assert pot.output is False
