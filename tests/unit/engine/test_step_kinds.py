@@ -3,6 +3,7 @@ detectors; repeat-until on retention; cycle bookkeeping."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -44,7 +45,7 @@ async def test_cccv_switches_to_voltage_hold_and_ends_when_the_current_tapers(
     assert pot.commands[1][1] == 4.0
     ended = next(journal.events([EventKind.STEP_ENDED]))
     assert "current below" in ended.data["reason"]
-    assert ended.data["duration_s"] == pytest.approx(2970, abs=2)
+    assert 2970 <= ended.data["duration_s"] <= 2970 + 10  # seen at the next poll (10 s)
     last = list(journal.samples())[-1].values
     assert last["voltage_v"] == pytest.approx(4.0, abs=2e-3) and abs(last["current_a"]) <= 1.05e-4
 
@@ -123,11 +124,11 @@ steps:
   - mark: {note: done}
 """
     )
-    _, journal, outcome = await run(text, pot, clock, tmp_path)
+    _, journal, _outcome = await run(text, pot, clock, tmp_path)
     cycles = [e.data for e in journal.events([EventKind.CYCLE])]
     retentions = [c["retention"] for c in cycles]
     assert retentions[0] == pytest.approx(1.0)
-    assert all(b < a for a, b in zip(retentions, retentions[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(retentions))
     assert retentions[-1] < 0.85 <= retentions[-2]  # stopped right after the first cycle below 85 %
     assert len(cycles) < 20
     assert next(journal.events([EventKind.MARK])).data["note"] == "done"
@@ -165,7 +166,7 @@ steps:
   - current: {current: 1 mA, until: {time: 10 min}}
 """
     )
-    runner, journal, outcome = await run(text, pot, clock, tmp_path)
+    _runner, journal, outcome = await run(text, pot, clock, tmp_path)
     assert outcome.state is RunState.DONE
     kinds = [e.kind for e in journal.events()]
     assert EventKind.PAUSED in kinds and EventKind.RESUMED in kinds
