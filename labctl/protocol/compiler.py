@@ -309,7 +309,9 @@ class _Compiler:
             if voltage is None:
                 return
             step["voltage_v"] = voltage
-            step["current_limit_a"] = getattr(body, "current_limit", None) or self.current_max_a
+            step["current_limit_a"] = (  # a CC-CV hold never draws more than its CC current
+                abs(step["current_a"]) if kind == "cccv" else body.current_limit or self.current_max_a
+            )
             if step["current_limit_a"] is None:
                 self.problem(
                     path, "a voltage step needs a current limit: 'current_limit' or safety.current.max"

@@ -141,3 +141,85 @@ def test_sweep_geometric_and_list_values():
 def test_protocol_files_cannot_execute_code():
     text = MINIMAL + "description: !!python/object/apply:os.system ['echo hacked']\n"
     assert "bad.yaml" in _error(text)
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        (
+            "  - current: {c_rate: C/10, until: {time: 1 h}}\n",
+            r"c_rate: a C-rate needs the cell's nominal capacity",
+        ),
+        ("  - current: {c_rate: fast, until: {time: 1 h}}\n", r"'fast' is not a C-rate"),
+        ("  - voltage: {value: 0.5 V, until: {time: 1 h}}\n", r"needs a current limit"),
+        (
+            "  - voltage: {value: 5 V, current_limit: 1 mA, until: {time: 1 h}}\n",
+            r"outside the safety window",
+        ),
+        ("  - current: {current: 1 mA, until: {detector: shrot}}\n", r"no watch is named 'shrot'"),
+        ("  - current: {current: 1 mA, until: {current_below: 1 mA}}\n", r"holds its current"),
+        ("  - repeat: {until: {retention_below: 80 %}, steps: []}\n", r"needs 'max'"),
+        (
+            "  - repeat: {until: {retension_below: 80 %}, max: 3, steps: []}\n",
+            r"did you mean 'retention_below'",
+        ),
+        ("  - eis: {amplitude: 10 mA}\n", r"eis.amplitude: '10 mA' is not a voltage.*potentiostatic"),
+        ("  - eis: {from: 1 MHz, to: 0.1 V}\n", r"eis.to: '0.1 V' is not a frequency"),
+        ("  - set: {pressure: 5 MPa, temperature: 25 degC}\n", r"set exactly one"),
+        ("  - set: {pressure: 5 MPa, settle: {rate_below: 1 mV/s}}\n", r"'1 mV/s' is not a pressure rate"),
+        ("  - mark: {}\n", r"'note' is required"),
+        ("  - rest: {until: {dvdt_below: 1 mV}}\n", r"'1 mV' is not a voltage rate"),
+    ],
+)
+def test_new_step_kinds_report_their_problems(steps, expected):
+    message = _error(MINIMAL + steps)
+    assert re.search(expected, message), message
+
+
+def test_c_rate_uses_the_nominal_capacity_through_the_area():
+    text = MINIMAL.replace(
+        "name: t\n",
+        "name: t\ncell: {kind: full, cathode: NMC811, loading: 12 mg/cm^2, capacity: 2 mAh/cm^2}\n",
+    )
+    plan = compile_text(
+        text + "  - cccv: {c_rate: C/10, voltage: 0.9 V, until: {current_below: 0.01 mA}}\n"
+        "  - current: {c_rate: -0.5C, until: {voltage_below: -0.5 V}}\n"
+    )
+    charge, discharge = plan.steps[1], plan.steps[2]
+    assert charge.current_a == pytest.approx(0.1 * 2 * 3.6 / 3600 * 0.785)  # 0.157 mA
+    assert discharge.current_a == pytest.approx(-0.5 * 2 * 3.6 / 3600 * 0.785)
+    assert plan.cell.active_mass_kg == pytest.approx(12e-6 / 1e-4 * 0.785e-4)
+
+
+def test_repeat_until_unrolls_with_a_check_that_jumps_past_the_loop():
+    text = MINIMAL + (
+        "  - repeat:\n      until: {retention_below: 80 %}\n      max: 3\n      steps:\n"
+        "        - current: {current: 1 mA, until: {time: 1 h}}\n"
+        "        - current: {current: -1 mA, until: {time: 1 h}}\n"
+        "  - rest: {until: {time: 1 min}}\n"
+    )
+    plan = compile_text(text)
+    kinds = [s.kind for s in plan.steps]
+    assert kinds == ["rest"] + ["current", "current", "check"] * 3 + ["rest"]
+    checks = [s for s in plan.steps if s.kind == "check"]
+    assert {c.check.target for c in checks} == {len(plan.steps) - 1}
+    assert [c.context["cycle"] for c in checks] == [1, 2, 3]
+
+
+def test_eis_defaults_are_typical_practice():
+    plan = compile_text(MINIMAL + "  - eis: {}\n")
+    spec = plan.steps[1].eis
+    assert (spec.f_start_hz, spec.f_end_hz, spec.points_per_decade, spec.amplitude) == (1e6, 0.1, 10, 0.01)
+    assert spec.dc_is_ocv and plan.needs == frozenset({"eis"})
+
+
+def test_set_steps_validate_and_declare_the_role_they_need():
+    plan = compile_text(
+        MINIMAL + "  - set: {pressure: 5 MPa, settle: {rate_below: 0.01 MPa/min, hold: 5 min}}\n"
+    )
+    assert plan.steps[1].setpoints == {
+        "pressure_pa": 5e6,
+        "settle_rate": pytest.approx(166.666, rel=1e-4),
+        "settle_hold_s": 300.0,
+    }
+    assert plan.needs == frozenset({"pressure"})
