@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from labctl.config import StationConfig, connect_station
 from labctl.data import Bus, Journal
 from labctl.data.rundir import JOURNAL, PROTOCOL, RESULT, SETTINGS, new_run_dir, write_json
 from labctl.engine import Runner, RunOutcome, Station
+from labctl.errors import ConfigError
 from labctl.protocol.plan import Plan
 
 
@@ -49,7 +50,34 @@ def describe_conditions(plan: Plan) -> dict[str, Any]:
     }
 
 
-async def run_protocol(
+@dataclass
+class RunContext:
+    """Everything a run owns while it runs: its directory, journal, station and clock."""
+
+    plan: Plan
+    run_dir: Path
+    journal: Journal
+    station: Station
+    clock: Clock
+    settings: dict[str, Any]
+    seed: int
+    simulated: bool
+    start_s: float
+
+    def runner(self, bus: Bus, **options: Any) -> Runner:
+        """A runner for this run's plan, station and journal."""
+        return Runner(self.plan, self.station, self.clock, self.journal, bus, **options)
+
+    def conclude(self, outcome: RunOutcome) -> RunReport:
+        """Analyse the journal and write result.json."""
+        result = build_result(self.plan, self.journal, outcome, self.seed, self.simulated)
+        write_json(self.run_dir / RESULT, result)
+        elapsed = self.clock.monotonic() - self.start_s
+        return RunReport(self.run_dir, outcome, result, elapsed, self.journal.count_samples())
+
+
+@asynccontextmanager
+async def open_run(
     plan: Plan,
     protocol_text: str,
     *,
@@ -57,13 +85,15 @@ async def run_protocol(
     station_config: StationConfig | None,
     seed: int,
     out: Path | None,
-    bus: Bus,
     clock: Clock | None = None,
     on_start: Callable[[Path], None] | None = None,
-    on_runner: Callable[[Runner], None] | None = None,
-) -> RunReport:
-    """Run a compiled protocol and write its run directory."""
+) -> AsyncIterator[RunContext]:
+    """Create the run directory and journal, connect the station; release all of it on exit.
+
+    A run that never reached its station (an unreachable instrument) leaves no directory behind.
+    """
     clock = clock or (SimulatedClock() if simulate else RealClock())
+    _check_station_abilities(plan, simulate)
     run_dir = new_run_dir(plan.name, out)
     (run_dir / PROTOCOL).write_text(protocol_text, encoding="utf-8")
     settings = {
@@ -94,24 +124,60 @@ async def run_protocol(
         else:
             assert station_config is not None
             station_cm = connect_station(station_config, clock.monotonic)
-        start = clock.monotonic()
         async with station_cm as station:
             settings["instrument"] = getattr(station.potentiostat, "identity", "")
             journal.set_meta("instrument", settings["instrument"])
             write_json(run_dir / SETTINGS, settings)
             started = True
-            runner = Runner(plan, station, clock, journal, bus)
-            if on_runner is not None:
-                on_runner(runner)  # e.g. the CLI wires Ctrl-C to runner.abort()
-            outcome = await runner.run()
-        simulated_s = clock.monotonic() - start
-        result = build_result(plan, journal, outcome, seed, simulate)
-        write_json(run_dir / RESULT, result)
-        return RunReport(run_dir, outcome, result, simulated_s, journal.count_samples())
+            yield RunContext(
+                plan, run_dir, journal, station, clock, settings, seed, simulate, clock.monotonic()
+            )
     finally:
         journal.close()
         if not started:  # nothing ran (e.g. the instrument was unreachable): leave no half run behind
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _check_station_abilities(plan: Plan, simulate: bool) -> None:
+    """Refuse, before anything moves, a plan that needs a role the station cannot play."""
+    missing = {"pressure": "a stack-pressure rig", "temperature": "a heater"}
+    for need in sorted(plan.needs & set(missing)):
+        line = next(s.line for s in plan.steps if any(k.startswith(need) for k in s.setpoints))
+        raise ConfigError(
+            f"{plan.source}:{line}: this protocol sets the {need}, but the station has no "
+            f"{missing[need]} configured; remove the 'set' steps or configure one"
+        )
+
+
+async def run_protocol(
+    plan: Plan,
+    protocol_text: str,
+    *,
+    simulate: bool,
+    station_config: StationConfig | None,
+    seed: int,
+    out: Path | None,
+    bus: Bus,
+    clock: Clock | None = None,
+    on_start: Callable[[Path], None] | None = None,
+    on_runner: Callable[[Runner], None] | None = None,
+) -> RunReport:
+    """Run a compiled protocol and write its run directory."""
+    async with open_run(
+        plan,
+        protocol_text,
+        simulate=simulate,
+        station_config=station_config,
+        seed=seed,
+        out=out,
+        clock=clock,
+        on_start=on_start,
+    ) as run:
+        runner = run.runner(bus, auto_resume=simulate)
+        if on_runner is not None:
+            on_runner(runner)  # e.g. the CLI wires Ctrl-C to runner.abort()
+        outcome = await runner.run()
+        return run.conclude(outcome)
 
 
 def build_result(
