@@ -444,8 +444,13 @@ class _Compiler:
             self.problem(path, f"unknown end condition '{condition}'; {hint}")
             return None
         quantity_kind = model.END_CONDITIONS[condition]
+        converted: float | None = None
+        if condition.startswith("current") and isinstance(raw, str) and model.C_RATE.match(raw):
+            converted = self.c_rate_current(raw, path)  # "current_below: C/50"
+            if converted is None:
+                return None
         try:
-            value: Any = raw if quantity_kind is None else units.parse(raw, quantity_kind)
+            value: Any = raw if quantity_kind is None else converted or units.parse(raw, quantity_kind)
             debounce = units.parse(entry.get("debounce", "0 s"), "time")
         except units.UnitError as exc:
             self.problem(path, str(exc))
@@ -467,6 +472,16 @@ class _Compiler:
         if condition.startswith("dvdt") and debounce == 0:
             debounce = 60.0  # dV/dt is judged over a window; the debounce is that window
         return End(condition, value, self.action((*path, "action"), entry.get("action", "next")), debounce)
+
+    def c_rate_current(self, text: str, path: Path_) -> float | None:
+        """'C/50' → |current| in A through the nominal capacity (for current ends)."""
+        if self.cell.capacity_c_m2 is None:
+            self.problem(
+                path, "a C-rate needs the cell's nominal capacity: set cell.capacity (e.g. 2 mAh/cm^2)"
+            )
+            return None
+        rate = model._c_rate(text)
+        return abs(rate) * self.cell.capacity_c_m2 / SECONDS_PER_HOUR * self.cell.area_m2
 
     def unknown_watch(self, name: Any) -> str:
         guess = difflib.get_close_matches(str(name), self.watch_names, n=1)
