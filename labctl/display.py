@@ -39,18 +39,31 @@ def estimated_duration(plan: Plan) -> float:
     return total
 
 
+def describe_cell(plan: Plan) -> str:
+    """'full NMC811 | Li6PS5Cl | Li-In, 0.785 cm², 0.5 mm' or 'symmetric Li | Li6PS5Cl | Li, …'."""
+    cell = plan.cell
+    stack = (
+        f"{cell.cathode} | {cell.material} | {cell.anode}"
+        if cell.kind == "full"
+        else f"Li | {cell.material} | Li"
+    )
+    text = f"{cell.kind} {stack}, {cell.area_m2 * 1e4:.4g} cm², {cell.thickness_m * 1e3:.4g} mm"
+    if cell.loading_kg_m2 is not None:
+        text += f", {cell.loading_kg_m2 * 100:.4g} mg/cm² active"
+    return text
+
+
 def plan_summary(plan: Plan) -> str:
     """`labctl validate` output: what will happen, checked against the safety limits (a dry run)."""
     currents = [abs(s.current_a) for s in plan.steps]
     densities = [abs(s.density_a_m2) for s in plan.steps if s.density_a_m2]
     lines = [
         f"{plan.source}: OK — protocol '{plan.name}'",
-        f"  cell        {plan.cell.kind} {plan.cell.material}, {plan.cell.area_m2 * 1e4:.4g} cm², "
-        f"{plan.cell.thickness_m * 1e3:.4g} mm",
+        f"  cell        {describe_cell(plan)}",
         f"  conditions  {plan.pressure_pa / 1e6:.4g} MPa, "
         f"{units.kelvin_to_celsius(plan.temperature_k):.4g} °C",
-        f"  steps       {len(plan.steps)} (loops unrolled); at most {duration(estimated_duration(plan))} "
-        "if no watch ends it early",
+        f"  steps       {len(plan.steps)} (loops unrolled); {duration(estimated_duration(plan))} in time/capacity"
+        " steps, plus voltage/current-ended ones",
         f"  current     up to {max(currents) * 1e3:.4g} mA"
         + (f" ({units.to_ma_per_cm2(max(densities)):.4g} mA/cm²)" if densities else ""),
         f"  safety      {plan.voltage_min_v:g}..{plan.voltage_max_v:g} V (instrument compliance "
