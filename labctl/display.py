@@ -62,8 +62,8 @@ def plan_summary(plan: Plan) -> str:
         f"  cell        {describe_cell(plan)}",
         f"  conditions  {plan.pressure_pa / 1e6:.4g} MPa, "
         f"{units.kelvin_to_celsius(plan.temperature_k):.4g} °C",
-        f"  steps       {len(plan.steps)} (loops unrolled); {duration(estimated_duration(plan))} in time/capacity"
-        " steps, plus voltage/current-ended ones",
+        f"  steps       {len(plan.steps)} (loops unrolled); "
+        f"{duration(estimated_duration(plan))} in time/capacity steps, plus voltage/current-ended ones",
         f"  current     up to {max(currents) * 1e3:.4g} mA"
         + (f" ({units.to_ma_per_cm2(max(densities)):.4g} mA/cm²)" if densities else ""),
         f"  safety      {plan.voltage_min_v:g}..{plan.voltage_max_v:g} V (instrument compliance "
