@@ -45,8 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("sim", help="simulated instruments")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
     serve = sim_commands.add_parser("serve", help="serve a simulated instrument on a TCP port, in real time")
-    serve.add_argument("instrument", choices=["keithley2450"], help="which instrument")
+    serve.add_argument("instrument", choices=["keithley2450", "emstat4"], help="which instrument")
     serve.add_argument("--port", type=int, default=5025, help="TCP port (default 5025, the SCPI raw socket)")
+    serve.add_argument(
+        "--pty", action="store_true", help="emstat4: serve on a pseudo-terminal instead of TCP"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--seed", type=int, default=1)
     _add_overrides(serve)
@@ -181,7 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
     from labctl.simserve import serve
 
     try:
-        asyncio.run(serve(args.instrument, args.host, args.port, args.seed, _overrides(args)))
+        asyncio.run(serve(args.instrument, args.host, args.port, args.seed, _overrides(args), pty=args.pty))
     except KeyboardInterrupt:
         pass
     return EXIT_OK

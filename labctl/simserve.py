@@ -1,43 +1,58 @@
-"""`labctl sim serve NAME`: a simulated instrument on a TCP port, in real time, for any client."""
+"""`labctl sim serve NAME`: a simulated instrument on a TCP port (or a pty), in real time, for any client."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
+from labctl.errors import ConfigError
 from labctl.protocol import Overrides
 
+INSTRUMENTS = ("keithley2450", "emstat4")
 
-async def serve(instrument: str, host: str, port: int, seed: int, overrides: Overrides) -> None:
-    """Serve until interrupted; the cell takes the overrides as its conditions."""
+
+async def serve(
+    instrument: str, host: str, port: int, seed: int, overrides: Overrides, pty: bool = False
+) -> None:
+    """Serve until interrupted; the simulated cell takes the overrides as its conditions."""
     from simulators.base import wall_time_source
     from simulators.cell import CellParameters, SymmetricCell
-    from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
 
     defaults = CellParameters()
-    params = CellParameters(
-        material=overrides.material or defaults.material,
-        area_m2=overrides.area_m2 or defaults.area_m2,
-        thickness_m=overrides.thickness_m or defaults.thickness_m,
-        pressure_pa=overrides.pressure_pa or defaults.pressure_pa,
-        temperature_k=overrides.temperature_k or defaults.temperature_k,
-        seed=seed,
-    )
-    simulator = Keithley2450Simulator(SymmetricCell(params), time_source=wall_time_source(), seed=seed)
-    server = Keithley2450Server(simulator)
     try:
-        bound = await server.start(host=host, port=port)
-    except OSError as exc:
-        from labctl.errors import ConfigError
+        params = CellParameters(
+            material=overrides.material or defaults.material,
+            area_m2=overrides.area_m2 or defaults.area_m2,
+            thickness_m=overrides.thickness_m or defaults.thickness_m,
+            pressure_pa=overrides.pressure_pa or defaults.pressure_pa,
+            temperature_k=overrides.temperature_k or defaults.temperature_k,
+            seed=seed,
+        )
+    except KeyError as exc:
+        raise ConfigError(f"simulated cell: {exc.args[0]}") from None
+    cell = SymmetricCell(params)
+    server: Any
+    if instrument == "keithley2450":
+        from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
 
+        server = Keithley2450Server(Keithley2450Simulator(cell, time_source=wall_time_source(), seed=seed))
+        address = "VISA: TCPIP0::{host}::{port}::SOCKET, LF terminated"
+    else:
+        from simulators.emstat import EmStat4PtyServer, EmStat4Server, EmStat4Simulator
+
+        simulator = EmStat4Simulator(cell, wall_time_source(), seed=seed)
+        server = EmStat4PtyServer(simulator) if pty else EmStat4Server(simulator)
+        address = "serial port {path}" if pty else "pyserial URL socket://{host}:{port}, MethodSCRIPT"
+    try:
+        bound = await (server.start() if pty else server.start(host=host, port=port))
+    except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port} ({exc.strerror}); is the port in use? try --port"
         ) from None
-    print(
-        f"{instrument} simulator listening on {host}:{bound} "
-        f"(VISA: TCPIP0::{host}::{bound}::SOCKET, LF terminated); Ctrl-C stops it",
-        file=sys.stderr,
-    )
+    where = address.format(host=host, port=bound, path=bound)
+    place = bound if pty else f"{host}:{bound}"
+    print(f"{instrument} simulator listening on {place} ({where}); Ctrl-C stops it", file=sys.stderr)
     try:
         await asyncio.Event().wait()
     finally:

@@ -6,6 +6,7 @@ simulator runs on the wall clock when served standalone and on labctl's simulate
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -63,3 +64,35 @@ class ResistorLoad:
     def voltage(self, current_a: float) -> float:
         """Ohm's law plus the open-circuit voltage."""
         return self.ocv_v + current_a * self.resistance_ohm
+
+
+class RandlesLoad:
+    """R0 in series with R1 ∥ C1 (a simplified Randles cell, no Warburg): a load with a known impedance.
+
+    Z(f) = R0 + R1 / (1 + j·2πf·R1·C1), independent of the DC current. The DC behaviour is the
+    steady state, V = OCV + I·(R0 + R1): the capacitor's charging transient (τ = R1·C1) is not
+    integrated, so readings taken much less than τ after a current step are not modelled. That
+    keeps CP, CA and EIS answers analytic for tests, and potentiostatic control stable for any step.
+    """
+
+    def __init__(self, r0_ohm: float, r1_ohm: float, c1_f: float, ocv_v: float = 0.0) -> None:
+        if r0_ohm < 0 or r1_ohm <= 0 or c1_f <= 0:
+            raise ValueError("need r0_ohm >= 0, r1_ohm > 0 and c1_f > 0")
+        self.r0_ohm = r0_ohm
+        self.r1_ohm = r1_ohm
+        self.c1_f = c1_f
+        self.ocv_v = ocv_v
+        self.charge_c = 0.0
+
+    def advance(self, dt: float, current_a: float) -> None:
+        """Count the charge passed; the steady-state model has no other state."""
+        self.charge_c += current_a * dt
+
+    def voltage(self, current_a: float) -> float:
+        """Steady-state terminal voltage: OCV + I·(R0 + R1)."""
+        return self.ocv_v + current_a * (self.r0_ohm + self.r1_ohm)
+
+    def impedance(self, frequency_hz: float, current_a: float = 0.0) -> complex:
+        """R0 + R1 / (1 + jωR1C1), in Ω (capacitive Z″ < 0)."""
+        omega = 2.0 * math.pi * frequency_hz
+        return self.r0_ohm + self.r1_ohm / (1.0 + 1j * omega * self.r1_ohm * self.c1_f)
