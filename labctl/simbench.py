@@ -1,42 +1,60 @@
-"""A simulated bench for `labctl run --sim`, wired over a real TCP link.
+"""A simulated bench for `labctl run --sim`, wired over real links.
 
-A cell model sits behind a Keithley 2450 simulator on a loopback TCP port, driven by the real
-driver over pyvisa-py, so simulated runs exercise the same wire protocol and transport code as
-the lab. The only labctl module that imports simulators
-(besides the `sim` command), as import-linter enforces.
+A cell model (symmetric Li | SE | Li, or a full cell) sits behind a simulated instrument: a
+Keithley 2450 on a loopback TCP port (pyvisa-py), or — when the protocol needs impedance — an
+EmStat4 speaking MethodSCRIPT on a pseudo-terminal (pyserial). The real drivers talk to them, so
+simulated runs exercise the same wire protocols and transport code as the lab. This is the only
+labctl module that imports simulators (besides `labctl sim serve`), as import-linter enforces.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from drivers.emstat import EmStat4
 from drivers.keithley2450 import Keithley2450
+from drivers.transports.serial import SerialTransport
 from drivers.transports.visa import VisaTransport
 from labctl.clock import Clock
 from labctl.engine.station import Station
 from labctl.errors import ConfigError
 from labctl.protocol.plan import Plan
 
+ACTIVE_FRACTION = 0.7
+"""Active share of a composite cathode (typical practice): the protocol states the active loading."""
 
-@asynccontextmanager
-async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterator[Station]:
-    """A station whose potentiostat is a simulated 2450 wired to a simulated cell.
 
-    Args:
-        plan: gives the cell (material, area, thickness) and the conditions (pressure, temperature).
-        clock: the simulators read the same clock as the engine, so their physics runs in step.
-        seed: seeds every random process (noise, dendrite nucleation): same seed, same run.
-    """
+def simulated_cell(plan: Plan, seed: int) -> Any:
+    """The cell model the plan describes, at its stack pressure and temperature."""
     from simulators.cell import CellParameters, SymmetricCell
-    from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
 
+    cell = plan.cell
     try:
-        cell = SymmetricCell(
+        if cell.kind == "full":
+            from simulators.fullcell import FullCell, FullCellParameters
+
+            loading_mg_cm2 = (cell.loading_kg_m2 or 0.12) * 100.0
+            return FullCell(
+                FullCellParameters(
+                    cathode=cell.cathode or "NMC811",
+                    electrolyte=cell.material,
+                    anode=cell.anode,
+                    area_m2=cell.area_m2,
+                    separator_thickness_m=cell.thickness_m,
+                    cathode_loading_mg_cm2=loading_mg_cm2 / ACTIVE_FRACTION,
+                    active_fraction=ACTIVE_FRACTION,
+                    pressure_pa=plan.pressure_pa,
+                    temperature_k=plan.temperature_k,
+                    seed=seed,
+                )
+            )
+        return SymmetricCell(
             CellParameters(
-                material=plan.cell.material,
-                area_m2=plan.cell.area_m2,
-                thickness_m=plan.cell.thickness_m,
+                material=cell.material,
+                area_m2=cell.area_m2,
+                thickness_m=cell.thickness_m,
                 pressure_pa=plan.pressure_pa,
                 temperature_k=plan.temperature_k,
                 seed=seed,
@@ -44,12 +62,50 @@ async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterato
         )
     except KeyError as exc:
         raise ConfigError(f"simulated cell: {exc.args[0]}") from None
-    simulator = Keithley2450Simulator(cell, time_source=clock.monotonic, seed=seed)
-    server = Keithley2450Server(simulator)
+
+
+@asynccontextmanager
+async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterator[Station]:
+    """A station whose potentiostat is a simulated instrument wired to a simulated cell.
+
+    Args:
+        plan: gives the cell (kind, material, area, thickness …), the conditions (pressure,
+            temperature) and what the station must do (impedance → EmStat4, else Keithley 2450).
+        clock: the simulators read the same clock as the engine, so their physics runs in step.
+        seed: seeds every random process (noise, dendrite nucleation): same seed, same run.
+    """
+    cell = simulated_cell(plan, seed)
+    if "eis" in plan.needs:
+        async with _emstat4(cell, clock, seed) as station:
+            yield station
+    else:
+        async with _keithley2450(cell, clock, seed) as station:
+            yield station
+
+
+@asynccontextmanager
+async def _keithley2450(cell: Any, clock: Clock, seed: int) -> AsyncIterator[Station]:
+    from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
+
+    server = Keithley2450Server(Keithley2450Simulator(cell, time_source=clock.monotonic, seed=seed))
     port = await server.start(host="127.0.0.1", port=0)
     try:
         transport = VisaTransport(f"TCPIP0::127.0.0.1::{port}::SOCKET", timeout_s=10.0)
         async with Keithley2450(transport, time_source=clock.monotonic) as smu:
             yield Station("sim-1", smu)
+    finally:
+        await server.aclose()
+
+
+@asynccontextmanager
+async def _emstat4(cell: Any, clock: Clock, seed: int) -> AsyncIterator[Station]:
+    from simulators.emstat import EmStat4PtyServer, EmStat4Simulator
+
+    server = EmStat4PtyServer(EmStat4Simulator(cell, clock.monotonic, seed=seed))
+    path = await server.start()
+    try:
+        transport = SerialTransport(path, timeout_s=10.0)
+        async with EmStat4(transport, time_source=clock.monotonic, sleep=clock.sleep, timeout_s=10.0) as pot:
+            yield Station("sim-1", pot)
     finally:
         await server.aclose()

@@ -83,16 +83,52 @@ polarization increase over 100 cycles at 7 MPa".
    (σ = 0.1 [T]) on j_pl, j0 and R0: different seeds are different pellets, so CCDs limited by
    plating (hot or well-pressed cells) scatter by a step or so, as in a real batch of cells.
 
+10. Small-signal impedance (EIS) and capacitances.  `impedance(f, I)` is Z(ω) of the present
+   state around the DC current I, in the math sign convention (capacitive Im Z < 0):
+       Z_ion = R_bulk + (R_gb ∥ CPE_gb) + Σ_e [(R_int,e ∥ CPE_dl,e) + W_e],   Z = Z_ion ∥ R_fil,
+   CPE admittance Q·(jω)^n, so an R ∥ CPE arc has its apex at ω = (R·Q)^(−1/n).
+   - Separator.  σ25 in `simulators.materials` is the total (pellet) conductivity the reviews quote,
+     so the DC separator resistance of mechanism 1, R_sep = L/(σ(T)·A), is split, not added to:
+     R_gb(T) = x_gb·R_sep(25 °C)·exp[+Ea_gb/k_B·(1/T − 1/T_ref)] with the material's own Ea_gb > Ea
+     (capped at 0.9·R_sep), and R_bulk = R_sep − R_gb is the high-frequency intercept. Z(ω → 0) thus
+     matches the DC slope except for W below. The boundary capacitance is dielectric, so Q_gb is
+     fixed by the material's apex frequency at 25 °C: Q_gb = (2π·f_gb)^(−n_gb) / R_gb(25 °C),
+     n_gb = 0.9 [T]; when warm R_gb falls and the arc moves up. LPSCl (x_gb 0.10, Ea_gb 0.40 eV,
+     f_gb 500 kHz [T]): 500 µm, 0.785 cm² → R_bulk 44 Ω + a 4.9 Ω arc at the top of a 1 MHz sweep.
+   - Interfaces.  R_int,e(j) = [R_sei + 1e3·dη_e/dj] / (f_e·A), dη/dj = b·a_e/√(1 + (a_e·j)²): the
+     interphase plus Butler–Volmer linearised at the DC ionic current j (RT/(F·j0·f_e) at j = 0).
+     Double-layer CPE on the true contact only: Q_dl,e = 10 µF·s^(n−1)/cm² × f_e·A, n = 0.85 [T].
+     R ∝ 1/f_e and Q ∝ f_e, so stack pressure and voids change the arc's diameter, not its apex:
+     ~4 kHz for a fresh LPSCl interface at 25 °C (R_sei + R_ct = 15.8 Ω·cm² of contact), lower as
+     the interphase grows (∝ √t for LPSCl). Both electrodes share the apex, so the symmetric cell
+     shows one arc of diameter R_int,WE + R_int,CE = `interface_resistance_ohm()` at rest.
+   - Diffusion.  A finite-length (transmissive) Warburg per electrode for Li (vacancy) diffusion in
+     the Li under the constricted contacts: W = R_W·tanh(√(jωτ_W))/√(jωτ_W), R_W = 1.5 Ω·cm² of
+     contact and τ_W = 3 s at 25 °C, both ∝ 1/D_Li (Arrhenius, the vacancy Ea 0.55 eV) [T]: a small
+     tail below ~10 Hz. The DC model (mechanism 8) leaves out its DC limit R_W (≈ 8 % of the
+     interface term, a concentration polarization that would settle within seconds).
+   - Left out: the geometric capacitance ε0·εr·A/L (~40 pF: a relaxation near 100 MHz), so the bulk
+     intercept is flat to any frequency. A filament is an electronic resistor in parallel with all
+     of it: after a hard short |Z| collapses to ~R_fil at every frequency (DOMAIN.md §4).
+   `equivalent_circuit()` reports the element values, for fits to compare with.
+
+Code structure: mechanisms 2–6 of one electrode live in `LithiumElectrode` (also a Li-In alloy
+electrode via `ElectrodeMetal`), mechanism 7 in `Filament`, the element helpers of mechanism 10 in
+module functions, so the full-cell model (`simulators.fullcell`) reuses them rather than copies.
+
 Not modelled yet: Li creeping through the SE's pores at high pressure (shorts with no current),
-cracking, Li-In electrodes, capacitances (an EIS simulator can build them on the resistances
-exposed here), cell-to-cell scatter of the contact and creep mechanics.
+cracking, cell-to-cell scatter of the contact and creep mechanics; the symmetric cell is Li | SE | Li
+only (the Li-In electrode is used by the full cell).
 """
 
 from __future__ import annotations
 
+import cmath
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -110,6 +146,8 @@ LI_MOLAR_VOLUME_CM3_MOL = 13.0  # DOMAIN.md §3
 # Li thickness moved per second per mA/cm²: (1e-3 A/cm²)·(13.0 cm³/mol)/F = 1.347e-7 cm/s
 # = 1.347e-3 µm/s; i.e. 4.85 µm per mAh/cm² (DOMAIN.md §3).
 LI_UM_PER_S_PER_MA_CM2 = 1e-3 * LI_MOLAR_VOLUME_CM3_MOL / FARADAY_C_MOL * 1e4
+GB_CPE_EXPONENT = 0.9  # n of the grain-boundary CPE (mechanism 10) [T]
+GB_MAX_SHARE = 0.9  # R_gb never exceeds this share of the separator resistance (very cold cells)
 
 
 @dataclass(frozen=True)
@@ -150,9 +188,91 @@ class LithiumMechanics:
     fuse_time_s: float = 60.0  # mean burn-out time at the fusing current (s) [T]
     hardening_charge_c: float = 0.2  # charge through a soft filament that makes it hard (C) [T]
     hardening_formations: int = 3  # the n-th filament formation is hard [T]
+    # Small-signal elements of the interface (mechanism 10)
+    double_layer_q_f_cm2: float = 10e-6  # CPE Q per cm² of true contact (F·s^(n−1)/cm²) [T]
+    double_layer_exponent: float = 0.85  # CPE n [T]
+    warburg_ohm_cm2: float = 1.5  # R_W per cm² of true contact at 25 °C (Ω·cm²) [T]
+    warburg_time_s: float = 3.0  # τ_W at 25 °C (s) [T]
     # Numerics
     max_substep_s: float = 10.0  # longest internal step under current (s)
     max_contact_change: float = 0.02  # largest relative change of f per internal step
+
+
+@dataclass(frozen=True)
+class ElectrodeMetal:
+    """What a lithium-source electrode is made of, as factors on the Li-metal mechanisms 2–6.
+
+    Why factors and not a second electrode model: Li metal and a Li-In alloy meet the electrolyte
+    through the same contact, interphase and charge-transfer physics; what differs is how fast Li
+    reaches or leaves the interface. In an alloy, plated Li diffuses into the bulk instead of piling
+    up at hot spots (so filaments need a far higher local current) and stripped Li is resupplied by
+    diffusion through the alloy, not only by creep (so voids need a far higher current).
+
+    Attributes:
+        name: Canonical name, ``"Li"`` or ``"Li-In"``.
+        potential_v: Equilibrium potential vs Li/Li⁺ (V): 0 for Li, 0.62 for Li-In [D].
+        plating_limit_factor: Factor on the critical plating density j_pl (mechanism 6).
+        diffusion_supply_ma_cm2: Li supply to stripping contacts by diffusion in the electrode at
+            25 °C (mA/cm² of true contact), added to the vacancy and creep supply (mechanism 5).
+        diffusion_supply_ea_ev: Activation energy of that supply (eV).
+        interphase_factor: Factor on the interphase resistance R0 and its growth rate (mechanism 3):
+            a less reducing electrode grows a thinner interphase on a sulfide.
+        exchange_factor: Factor on the exchange current density j0 (mechanism 4).
+        molar_volume_cm3_mol: Partial molar volume of Li in the electrode (cm³/mol): how much its
+            thickness moves per charge.
+        aliases: Other names users type (case-insensitive).
+    """
+
+    name: str
+    potential_v: float = 0.0
+    plating_limit_factor: float = 1.0
+    diffusion_supply_ma_cm2: float = 0.0
+    diffusion_supply_ea_ev: float = 0.30
+    interphase_factor: float = 1.0
+    exchange_factor: float = 1.0
+    molar_volume_cm3_mol: float = LI_MOLAR_VOLUME_CM3_MOL
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def um_per_mah_cm2(self) -> float:
+        """Thickness change per areal capacity moved into the electrode (µm per mAh/cm²)."""
+        # 1 mAh = 3.6 C; (3.6 C/F)·V_m cm³ per cm² = thickness in cm; ×1e4 → µm. Li: 4.85 µm.
+        return 3.6 / FARADAY_C_MOL * self.molar_volume_cm3_mol * 1e4
+
+
+LI_METAL = ElectrodeMetal(name="Li", aliases=("lithium", "Li metal"))
+"""Lithium metal: the reference the mechanisms were written for."""
+
+LI_IN_ALLOY = ElectrodeMetal(
+    name="Li-In",
+    potential_v=0.62,  # DOMAIN.md §2.3, §3
+    plating_limit_factor=25.0,  # j_pl 50 mA/cm² of contact at 25 °C: no filaments at full-cell rates [T]
+    diffusion_supply_ma_cm2=25.0,  # fast Li diffusion in LiIn refills stripped contacts [T]
+    interphase_factor=0.5,  # 0.62 V vs Li: a less reducing, thinner interphase [T]
+    exchange_factor=2.0,  # [T]
+    molar_volume_cm3_mol=8.0,  # LiIn minus In per Li, from the lattice volumes: 3.0 µm per mAh/cm² [T]
+    aliases=("LiIn", "Li-In alloy", "In-Li", "InLi"),
+)
+"""Li-In alloy: +0.62 V vs Li, and far more forgiving to plating and stripping than Li metal."""
+
+ELECTRODE_METALS: Mapping[str, ElectrodeMetal] = MappingProxyType(
+    {m.name: m for m in (LI_METAL, LI_IN_ALLOY)}
+)
+"""Canonical name → lithium-source electrode, read-only."""
+
+
+def get_electrode_metal(name: str) -> ElectrodeMetal:
+    """Find a lithium-source electrode by name or alias, ignoring case and surrounding spaces.
+
+    Raises:
+        KeyError: If nothing matches; the message lists every valid name.
+    """
+    key = name.strip().casefold() if isinstance(name, str) else None
+    for metal in ELECTRODE_METALS.values():
+        if key in {n.casefold() for n in (metal.name, *metal.aliases)}:
+            return metal
+    valid = ", ".join(n for m in ELECTRODE_METALS.values() for n in (m.name, *m.aliases))
+    raise KeyError(f"unknown electrode {name!r}; valid names: {valid}")
 
 
 @dataclass(frozen=True)
@@ -220,20 +340,387 @@ class CellState:
     charge_throughput_c: float
 
 
-def _arrhenius_ev(ea_ev: float, temperature_k: float) -> float:
+def arrhenius_ev(ea_ev: float, temperature_k: float) -> float:
     """Rate factor relative to 25 °C for an activation energy in eV: exp[−Ea/k_B·(1/T − 1/T_ref)]."""
     return math.exp(-ea_ev / BOLTZMANN_EV_K * (1.0 / temperature_k - 1.0 / T_REF_K))
 
 
-def _streams(seed: int, n: int) -> list[random.Random]:
+def random_streams(seed: int, n: int) -> list[random.Random]:
     """Independent random streams from one seed, so one mechanism's draws never shift another's."""
     # SeedSequence wants non-negative entropy; keep negative seeds distinct from positive ones.
     states = np.random.SeedSequence([abs(seed), int(seed < 0)]).spawn(n)
     return [random.Random(int(s.generate_state(2, dtype=np.uint64)[0])) for s in states]
 
 
+_arrhenius_ev = arrhenius_ev
+_streams = random_streams
+
+
+# --- small-signal elements (mechanism 10) --------------------------------------------------------
+def r_cpe_impedance(r_ohm: float, q: float, n: float, omega: float) -> complex:
+    """Impedance of a resistor in parallel with a CPE, R/(1 + R·Q·(jω)^n) (Ω).
+
+    Args:
+        r_ohm: Resistance (Ω); inf gives the bare CPE.
+        q: CPE coefficient (F·s^(n−1)); 0 gives the bare resistor.
+        n: CPE exponent (1 = ideal capacitor).
+        omega: Angular frequency (rad/s, > 0).
+    """
+    y_cpe = q * (1j * omega) ** n  # admittance of the CPE (S)
+    if math.isinf(r_ohm):
+        return 1.0 / y_cpe
+    return r_ohm / (1.0 + r_ohm * y_cpe)
+
+
+def warburg_short_impedance(r_ohm: float, tau_s: float, omega: float) -> complex:
+    """Finite-length, transmissive Warburg: R_W·tanh(√(jωτ))/√(jωτ) (Ω); → R_W as ω → 0."""
+    s = cmath.sqrt(1j * omega * tau_s)
+    if abs(s) < 1e-4:
+        return complex(r_ohm)  # tanh(s)/s = 1 − s²/3 + …
+    if s.real > 20.0:
+        return r_ohm / s  # tanh(s) = 1 to double precision
+    return r_ohm * cmath.tanh(s) / s
+
+
+def separator_elements(
+    electrolyte: Electrolyte, thickness_cm: float, area_cm2: float, temperature_k: float
+) -> tuple[float, float, float]:
+    """Bulk and grain-boundary elements of a separator (mechanism 10).
+
+    The reviews quote total (pellet) conductivities, so the DC separator resistance
+    R_sep = L/(σ(T)·A) is split into a bulk part (the high-frequency intercept) and a grain-boundary
+    arc with its own activation energy, never added to: Z(ω → 0) stays R_sep.
+
+    Returns:
+        (R_bulk, R_gb, Q_gb): Ω, Ω and the grain-boundary CPE coefficient in F·s^(n−1)
+        (n = `GB_CPE_EXPONENT`).
+    """
+    el = electrolyte
+    # Total: R_sep(T) = L/(σ25·arr(Ea)·A) (Ω); at 25 °C arr = 1.
+    r_sep_25 = thickness_cm / (el.sigma_25_s_cm * area_cm2)
+    r_sep = r_sep_25 / _arrhenius_ev(el.ea_ev, temperature_k)
+    # Grain boundaries: R_gb(T) = x_gb·R_sep(25 °C)/arr(Ea_gb), capped so the bulk stays positive.
+    r_gb_25 = el.gb_resistance_fraction * r_sep_25
+    r_gb = min(r_gb_25 / _arrhenius_ev(el.gb_ea_ev, temperature_k), GB_MAX_SHARE * r_sep)
+    # CPE from the apex at 25 °C, ω0 = (R·Q)^(−1/n) ⇒ Q = ω0^(−n)/R_gb(25 °C); dielectric, T-independent.
+    q_gb = (2.0 * math.pi * el.gb_frequency_hz) ** -GB_CPE_EXPONENT / r_gb_25 if r_gb_25 > 0 else 0.0
+    return r_sep - r_gb, r_gb, q_gb
+
+
+def apex_frequency_hz(r_ohm: float, q: float, n: float) -> float:
+    """Apex frequency of an R ∥ CPE arc, (R·Q)^(−1/n)/2π (Hz); inf for an empty element."""
+    if r_ohm <= 0.0 or q <= 0.0:
+        return math.inf
+    return (r_ohm * q) ** (-1.0 / n) / (2.0 * math.pi)
+
+
+# --- one Li | SE interface (mechanisms 2–6) -----------------------------------------------------
+class LithiumElectrode:
+    """One lithium-metal (or Li-alloy) electrode against a solid electrolyte: mechanisms 2–6.
+
+    Why a component: the contact, void, interphase, charge-transfer and plating-hazard physics of a
+    Li | SE interface is the same in a symmetric cell (two of them) and in a full cell (the anode);
+    keeping it in one place means a recalibration reaches both. The owner decides which electrode
+    plates or strips, chooses the common time step, and owns the filament (mechanism 7).
+
+    Units as in the module docstring: current density j in mA/cm² of nominal area, areal
+    resistances in Ω·cm², pressure in Pa at the interface of this class.
+
+    Attributes:
+        contact: True contact fraction f (0..1).
+        hazard: Integrated plating hazard since the last nucleation (dimensionless).
+        threshold: The Exp(1) threshold that hazard must pass for the next nucleation.
+    """
+
+    def __init__(
+        self,
+        electrolyte: Electrolyte,
+        mechanics: LithiumMechanics,
+        separator_thickness_um: float,
+        rng_nucleation: random.Random,
+        *,
+        pressure_pa: float,
+        temperature_k: float,
+        metal: ElectrodeMetal = LI_METAL,
+        scatter_plating: float = 1.0,
+        scatter_exchange: float = 1.0,
+        scatter_interphase: float = 1.0,
+    ) -> None:
+        self.electrolyte = electrolyte
+        self.metal = metal
+        self._mech = mechanics
+        self._thickness_um = separator_thickness_um
+        self._rng = rng_nucleation
+        self._scatter_plating = scatter_plating
+        self._scatter_exchange = scatter_exchange
+        self._scatter_interphase = scatter_interphase
+        self.set_conditions(pressure_pa, temperature_k)
+        # Contact starts at equilibrium with the initial stack pressure.
+        self.contact = self.f0
+        # Interphase growth state: ΔR² (Ω·cm²)² if passivating, ΔR (Ω·cm²) if not.
+        self.growth = 0.0
+        # Plating hazard integral and its Exp(1) threshold.
+        self.hazard = 0.0
+        self.threshold = self._rng.expovariate(1.0)
+
+    def set_conditions(self, pressure_pa: float, temperature_k: float) -> None:
+        """Recompute everything that depends only on P and T (cached: the owner's advance() is hot)."""
+        m, el, metal, t = self._mech, self.electrolyte, self.metal, temperature_k
+        p_mpa = pressure_pa / 1e6
+        # Contact equilibrium f0(P) = P/(P + P_y).
+        self.f0 = max(m.pressureless_contact, p_mpa / (p_mpa + m.yield_pressure_mpa))
+        # Creep law C(P, T) = (P/1 MPa)^n·exp[−Q/R·(1/T − 1/T_ref)], shared by supply and refill.
+        creep = (p_mpa**m.creep_pressure_exponent) * math.exp(
+            -m.creep_activation_j_mol / GAS_J_MOL_K * (1.0 / t - 1.0 / T_REF_K)
+        )
+        # Supply capacity per true contact area (mA/cm²): vacancy diffusion + creep (+ alloy diffusion).
+        supply = m.vacancy_supply_ma_cm2 * _arrhenius_ev(m.vacancy_ea_ev, t) + m.creep_supply_ma_cm2 * creep
+        if metal.diffusion_supply_ma_cm2:
+            supply += metal.diffusion_supply_ma_cm2 * _arrhenius_ev(metal.diffusion_supply_ea_ev, t)
+        self.j_cap = max(1e-9, supply)
+        # Void refill rate toward f0 (1/s).
+        self.k_refill = m.void_refill_rate_per_s * creep
+        # Interphase: conduction factor on resistance, and growth rate at T.
+        self._sei_factor = 1.0 / _arrhenius_ev(el.interphase_conduction_ea_ev, t)
+        g = el.interphase_growth * _arrhenius_ev(el.interphase_growth_ea_ev, t) * metal.interphase_factor
+        # Passivating: d(ΔR²)/dt = g² (so ΔR = g·√t at constant T); else dΔR/dt = g.
+        self._growth_rate = g * g if el.passivating else g
+        # Charge transfer: b = 2RT/F (V) and j0(T) (mA/cm²).
+        self.bv_b = 2.0 * GAS_J_MOL_K * t / FARADAY_C_MOL
+        self.j0 = (
+            el.exchange_current_ma_cm2
+            * self._scatter_exchange
+            * _arrhenius_ev(el.exchange_current_ea_ev, t)
+            * metal.exchange_factor
+        )
+        # Plating: critical local density j_pl(T) (mA/cm²); minimum crossing time L/v_tip (s).
+        self.j_pl = (
+            el.critical_plating_ma_cm2
+            * self._scatter_plating
+            * _arrhenius_ev(el.critical_plating_ea_ev, t)
+            * metal.plating_limit_factor
+        )
+        self._t_cross = self._thickness_um / m.filament_tip_speed_um_s
+        # Warburg (mechanism 10): R_W and τ_W ∝ 1/D_Li, D_Li Arrhenius with the vacancy Ea.
+        d_factor = _arrhenius_ev(m.vacancy_ea_ev, t)
+        self._warburg_cm2 = m.warburg_ohm_cm2 / d_factor
+        self._warburg_tau_s = m.warburg_time_s / d_factor
+
+    @property
+    def min_contact(self) -> float:
+        """Lowest contact voids can leave: the last contact points, or f0 if pressure gives less."""
+        return min(self._mech.min_contact, self.f0)
+
+    def sei_cm2(self) -> float:
+        """Interphase resistance per nominal area at T, perfect contact (Ω·cm²)."""
+        el = self.electrolyte
+        dr = math.sqrt(self.growth) if el.passivating else self.growth
+        r0 = el.interphase_r0_ohm_cm2 * self._scatter_interphase * self.metal.interphase_factor
+        return (r0 + dr) * self._sei_factor
+
+    def bv_a(self) -> float:
+        """Butler–Volmer coefficient a = 1/(2·j0·f) (cm²/mA), so that η = b·asinh(a·j) on the true contact."""
+        return 0.5 / (self.j0 * self.contact)
+
+    def overpotential_v(self, j: float) -> float:
+        """Interphase drop plus charge-transfer overpotential at nominal density j (V, odd in j)."""
+        return 1e-3 * j * self.sei_cm2() / self.contact + self.bv_b * math.asinh(self.bv_a() * j)
+
+    def interface_resistance_cm2(self, j: float = 0.0) -> float:
+        """Small-signal interface resistance per nominal area at DC density j (Ω·cm²).
+
+        Interphase plus linearised charge transfer, dη/dj = b·a/√(1 + (a·j)²) (V per mA/cm² → ×1e3),
+        both on the true contact: RT/(F·j0·f) + R_sei/f at j = 0.
+        """
+        a = self.bv_a()
+        aj = a * j
+        r_ct = 1e3 * self.bv_b * a / math.sqrt(1.0 + aj * aj)
+        return self.sei_cm2() / self.contact + r_ct
+
+    def impedance(self, omega: float, j: float, area_cm2: float) -> complex:
+        """Small-signal impedance of this interface at DC density j (Ω): (R_int ∥ CPE_dl) + W."""
+        m = self._mech
+        true_area = self.contact * area_cm2  # cm² of true contact
+        r_int = self.interface_resistance_cm2(j) / area_cm2
+        q_dl = m.double_layer_q_f_cm2 * true_area
+        z = r_cpe_impedance(r_int, q_dl, m.double_layer_exponent, omega)
+        return z + warburg_short_impedance(self._warburg_cm2 / true_area, self._warburg_tau_s, omega)
+
+    def elements(self, area_cm2: float, j: float = 0.0) -> tuple[float, float, float, float]:
+        """(R_int Ω, Q_dl F·s^(n−1), R_W Ω, τ_W s) of this interface at DC density j."""
+        true_area = self.contact * area_cm2
+        return (
+            self.interface_resistance_cm2(j) / area_cm2,
+            self._mech.double_layer_q_f_cm2 * true_area,
+            self._warburg_cm2 / true_area,
+            self._warburg_tau_s,
+        )
+
+    def contact_rate(self, j_strip: float) -> float:
+        """df/dt (1/s): void formation while stripping, creep refill always.
+
+        Args:
+            j_strip: Nominal stripping current density at this electrode (mA/cm², ≥ 0).
+        """
+        f = self.contact
+        # Creep refills voids toward f0(P) (and lets contact relax down if P was lowered).
+        rate = self.k_refill * (self.f0 - f)
+        if j_strip > 0.0:
+            # x = local stripping flux / supply capacity, both per true contact area.
+            x = j_strip / (f * self.j_cap)
+            xp = x**self._mech.void_onset_exponent
+            unreplaced = xp / (1.0 + xp) if xp < 1e300 else 1.0
+            # Li removed faster than supplied opens a void of depth δ: df/dt = −v_Li·φ/δ.
+            rate -= LI_UM_PER_S_PER_MA_CM2 * j_strip * unreplaced / self._mech.void_depth_um
+        return rate
+
+    def plating_hazard(self, j_plate: float) -> float:
+        """Hazard (1/s) that plating at `j_plate` (mA/cm², nominal) on this contact shorts the cell."""
+        m = self._mech
+        ratio = min(j_plate / (self.contact * self.j_pl), 1e6)
+        nucleation = m.nucleation_rate_per_s * ratio**m.nucleation_exponent
+        # Nucleation then crossing the separator: the rate saturates at v_tip/L.
+        return nucleation / (1.0 + nucleation * self._t_cross)
+
+    def nucleated(self) -> bool:
+        """True (once) when the integrated plating hazard passed its threshold; draws the next one."""
+        if self.hazard < self.threshold:
+            return False
+        self.hazard = 0.0
+        self.threshold = self._rng.expovariate(1.0)
+        return True
+
+    def grow(self, dt: float) -> None:
+        """Interphase growth over dt (s): ΔR² += g²·dt (passivating) or ΔR += g·dt, exact at constant T."""
+        self.growth += self._growth_rate * dt
+
+    def rest(self, dt: float) -> None:
+        """Open circuit for dt (s): creep relaxes the contact toward f0 and the interphase grows."""
+        # df/dt = k_r·(f0 − f)  ⇒  f(t) = f0 + (f − f0)·exp(−k_r·t).
+        self.contact = self.f0 + (self.contact - self.f0) * math.exp(-self.k_refill * dt)
+        self.grow(dt)
+
+
+# --- the filament (mechanism 7) ----------------------------------------------------------------
+class Filament:
+    """The electronic path a dendrite opens across the separator: none, soft or hard (mechanism 7).
+
+    Why a component: a Li filament shorts a symmetric cell and a full cell alike; only the ionic
+    path it bridges differs, and the owner passes that path's resistance in.
+
+    Attributes:
+        kind: ``"soft"``, ``"hard"`` or None.
+        formations: How many filaments have nucleated so far.
+    """
+
+    def __init__(
+        self,
+        mechanics: LithiumMechanics,
+        separator_thickness_m: float,
+        rng_new: random.Random,
+        rng_flicker: random.Random,
+        rng_fuse: random.Random,
+    ) -> None:
+        self._mech = mechanics
+        self._thickness_m = separator_thickness_m
+        self._rng_fil = rng_new
+        self._rng_flicker = rng_flicker
+        self._rng_fuse = rng_fuse
+        self.kind: ShortKind | None = None
+        self._base_ohm = math.inf  # resistance without flicker
+        self._fuse_a = math.inf  # Preece fusing current of the present soft filament
+        self._ln = 0.0  # flicker state, ln(R/R_base)
+        self._charge_c = 0.0
+        self.formations = 0
+        self._fuse_hazard = 0.0
+        self._fuse_threshold = self._rng_fuse.expovariate(1.0)
+
+    def resistance_ohm(self) -> float:
+        """Present filament resistance (Ω), inf without a short."""
+        if self.kind is None:
+            return math.inf
+        if self.kind == "hard":
+            return self._base_ohm
+        return self._base_ohm * math.exp(self._ln)
+
+    def wire_ohm(self, diameter_um: float) -> float:
+        """Resistance of a Li wire spanning the separator: 4L/(π·d²·σ_Li) (Ω)."""
+        d_m = diameter_um * 1e-6
+        return 4.0 * self._thickness_m / (math.pi * d_m * d_m * self._mech.li_conductivity_s_m)
+
+    def nucleate(self, r_ionic_ohm: float) -> None:
+        """A filament reaches the other electrode: a new soft short, or a harder existing one.
+
+        Args:
+            r_ionic_ohm: Resistance of the ionic path at this moment; a fresh filament touches the
+                far electrode through a few asperities of the same interface, so its resistance is
+                a random fraction u ∈ [u_min, u_max] (log-uniform) of it.
+        """
+        m = self._mech
+        self.formations += 1
+        if self.kind == "hard":
+            return
+        if self.formations >= m.hardening_formations:
+            self.harden()
+            return
+        lo, hi = m.soft_resistance_fraction
+        r_new = r_ionic_ohm * math.exp(self._rng_fil.uniform(math.log(lo), math.log(hi)))
+        # Preece: the fusing current of a thin wire grows as d^1.5.
+        d_lo, d_hi = m.soft_diameter_um
+        d = math.exp(self._rng_fil.uniform(math.log(d_lo), math.log(d_hi)))
+        fuse_new = 1e-3 * m.fuse_current_ma * d**1.5  # A
+        if self.kind == "soft":
+            # Another path in parallel: conductances add, and so (roughly) do fusing currents.
+            self._base_ohm = 1.0 / (1.0 / self._base_ohm + 1.0 / r_new)
+            self._fuse_a += fuse_new
+        else:
+            self.kind = "soft"
+            self._base_ohm = r_new
+            self._fuse_a = fuse_new
+            self._ln = 0.0
+            self._charge_c = 0.0
+            self._fuse_hazard = 0.0
+            self._fuse_threshold = self._rng_fuse.expovariate(1.0)
+
+    def carry(self, voltage_v: float, dt: float) -> None:
+        """A soft filament carries V/R for dt (s): Joule burn-out hazard and hardening by charge."""
+        if self.kind != "soft":
+            return
+        m = self._mech
+        i_fil = voltage_v / self.resistance_ohm()  # A
+        self._charge_c += abs(i_fil) * dt
+        self._fuse_hazard += (i_fil / self._fuse_a) ** 2 / m.fuse_time_s * dt
+        if self._charge_c >= m.hardening_charge_c:
+            self.harden()
+        elif self._fuse_hazard >= self._fuse_threshold:
+            self.fuse()
+
+    def flicker(self, dt: float) -> None:
+        """Contact flicker of a soft filament: exact Ornstein–Uhlenbeck update of ln(R/R_base) over dt."""
+        if self.kind != "soft":
+            return
+        m = self._mech
+        decay = math.exp(-dt / m.flicker_time_s)
+        spread = m.flicker_sigma_ln * math.sqrt(1.0 - decay * decay)
+        self._ln = self._ln * decay + spread * self._rng_flicker.gauss(0.0, 1.0)
+
+    def harden(self) -> None:
+        """The filament thickens into a permanent Li bridge."""
+        self.kind = "hard"
+        self._base_ohm = self.wire_ohm(self._mech.hard_diameter_um)
+        self._ln = 0.0
+
+    def fuse(self) -> None:
+        """Joule heating burns the soft filament out; the cell recovers (voids stay)."""
+        self.kind = None
+        self._base_ohm = math.inf
+        self._fuse_a = math.inf
+        self._ln = 0.0
+
+
+# --- the symmetric cell --------------------------------------------------------------------------
 class SymmetricCell:
-    """A Li | SE | Li symmetric cell under stack pressure: an `ElectricalLoad` for a simulated SMU.
+    """A Li | SE | Li symmetric cell under stack pressure: an `ElectricalLoad` and an `ImpedanceLoad`.
 
     Why a stateful object with `advance`/`voltage`: the instrument simulator owns the clock and the
     current; the cell only integrates its state over the time it is told and reports the voltage.
@@ -248,37 +735,31 @@ class SymmetricCell:
         self._area_cm2 = self.params.area_m2 * 1e4
         self._thickness_um = self.params.thickness_m * 1e6
         # Random streams: nucleation WE, nucleation CE, new filaments, flicker, fuse.
-        self._rng_nuc_we, self._rng_nuc_ce, self._rng_fil, self._rng_flicker, self._rng_fuse, rng_cell = (
-            _streams(self.params.seed, 6)
-        )
+        rng_nuc_we, rng_nuc_ce, rng_fil, rng_flicker, rng_fuse, rng_cell = _streams(self.params.seed, 6)
         # No two pellets are alike: defects, surface films and the interphase's starting state
         # scatter from cell to cell. One factor each, drawn once per cell from its seed.
         spread = self._mech.cell_to_cell_spread
-        self._scatter_plating, self._scatter_exchange, self._scatter_interphase = (
+        scatter_plating, scatter_exchange, scatter_interphase = (
             math.exp(rng_cell.gauss(0.0, spread)) for _ in range(3)
         )
         self._pressure_pa = float(self.params.pressure_pa)
         self._temperature_k = float(self.params.temperature_k)
+        self._we, self._ce = (
+            LithiumElectrode(
+                self.electrolyte,
+                self._mech,
+                self._thickness_um,
+                rng,
+                pressure_pa=self._pressure_pa,
+                temperature_k=self._temperature_k,
+                scatter_plating=scatter_plating,
+                scatter_exchange=scatter_exchange,
+                scatter_interphase=scatter_interphase,
+            )
+            for rng in (rng_nuc_we, rng_nuc_ce)
+        )
+        self._filament = Filament(self._mech, self.params.thickness_m, rng_fil, rng_flicker, rng_fuse)
         self._refresh_conditions()
-        # Contact starts at equilibrium with the initial stack pressure.
-        self._f_we = self._f0
-        self._f_ce = self._f0
-        # Interphase growth state: ΔR² (Ω·cm²)² if passivating, ΔR (Ω·cm²) if not.
-        self._growth = 0.0
-        # Plating hazard integrals and their Exp(1) thresholds.
-        self._hazard_we = 0.0
-        self._hazard_ce = 0.0
-        self._threshold_we = self._rng_nuc_we.expovariate(1.0)
-        self._threshold_ce = self._rng_nuc_ce.expovariate(1.0)
-        # Filament.
-        self._short_kind: ShortKind | None = None
-        self._fil_base_ohm = math.inf  # resistance without flicker
-        self._fil_fuse_a = math.inf  # Preece fusing current of the present soft filament
-        self._fil_ln = 0.0  # flicker state, ln(R/R_base)
-        self._fil_charge_c = 0.0
-        self._formations = 0
-        self._fuse_hazard = 0.0
-        self._fuse_threshold = self._rng_fuse.expovariate(1.0)
         # Book-keeping.
         self._elapsed_s = 0.0
         self._charge_c = 0.0
@@ -311,49 +792,20 @@ class SymmetricCell:
 
     def _refresh_conditions(self) -> None:
         """Recompute everything that depends only on P and T (cached: advance() is hot)."""
-        m, el, t = self._mech, self.electrolyte, self._temperature_k
-        p_mpa = self._pressure_pa / 1e6
+        t = self._temperature_k
         # Bulk: R_bulk·A = L/σ(T) (Ω·cm²), L in cm.
-        sigma = el.sigma_25_s_cm * _arrhenius_ev(el.ea_ev, t)
+        sigma = self.electrolyte.sigma_25_s_cm * _arrhenius_ev(self.electrolyte.ea_ev, t)
         self._r_bulk_cm2 = (self._thickness_um * 1e-4) / sigma
-        # Contact equilibrium f0(P) = P/(P + P_y).
-        self._f0 = max(m.pressureless_contact, p_mpa / (p_mpa + m.yield_pressure_mpa))
-        # Creep law C(P, T) = (P/1 MPa)^n·exp[−Q/R·(1/T − 1/T_ref)], shared by supply and refill.
-        creep = (p_mpa**m.creep_pressure_exponent) * math.exp(
-            -m.creep_activation_j_mol / GAS_J_MOL_K * (1.0 / t - 1.0 / T_REF_K)
-        )
-        # Supply capacity per true contact area (mA/cm²): vacancy diffusion + creep.
-        self._j_cap = max(
-            1e-9,
-            m.vacancy_supply_ma_cm2 * _arrhenius_ev(m.vacancy_ea_ev, t) + m.creep_supply_ma_cm2 * creep,
-        )
-        # Void refill rate toward f0 (1/s).
-        self._k_refill = m.void_refill_rate_per_s * creep
-        # Interphase: conduction factor on resistance, and growth rate at T.
-        self._sei_factor = 1.0 / _arrhenius_ev(el.interphase_conduction_ea_ev, t)
-        g = el.interphase_growth * _arrhenius_ev(el.interphase_growth_ea_ev, t)
-        # Passivating: d(ΔR²)/dt = g² (so ΔR = g·√t at constant T); else dΔR/dt = g.
-        self._growth_rate = g * g if el.passivating else g
-        # Charge transfer: b = 2RT/F (V) and j0(T) (mA/cm²).
-        self._bv_b = 2.0 * GAS_J_MOL_K * t / FARADAY_C_MOL
-        self._j0 = (
-            el.exchange_current_ma_cm2 * self._scatter_exchange * _arrhenius_ev(el.exchange_current_ea_ev, t)
-        )
-        # Plating: critical local density j_pl(T) (mA/cm²); minimum crossing time L/v_tip (s).
-        self._j_pl = (
-            el.critical_plating_ma_cm2 * self._scatter_plating * _arrhenius_ev(el.critical_plating_ea_ev, t)
-        )
-        self._t_cross = self._thickness_um / m.filament_tip_speed_um_s
+        for electrode in (self._we, self._ce):
+            electrode.set_conditions(self._pressure_pa, t)
 
     # --- resistances ----------------------------------------------------------------------------
-    def _sei_cm2(self) -> float:
-        """Interphase resistance of one electrode per nominal area at T, perfect contact (Ω·cm²)."""
-        el = self.electrolyte
-        dr = math.sqrt(self._growth) if el.passivating else self._growth
-        return (el.interphase_r0_ohm_cm2 * self._scatter_interphase + dr) * self._sei_factor
-
     def bulk_resistance_ohm(self) -> float:
-        """Ionic resistance of the separator at the present temperature, L/(σ(T)·A) (Ω)."""
+        """Ionic resistance of the separator at the present temperature, L/(σ(T)·A) (Ω).
+
+        This is the DC (total: bulk + grain boundaries) resistance; `equivalent_circuit()` splits it
+        into the high-frequency intercept R_bulk_ohm and the grain-boundary arc R_gb_ohm.
+        """
         return self._r_bulk_cm2 / self._area_cm2
 
     def interface_resistance_ohm(self) -> float:
@@ -362,37 +814,31 @@ class SymmetricCell:
         Interphase plus charge-transfer resistance (dη/dj at j = 0 is RT/(F·j0)), each acting on
         the true contact area only, so voids show up here as they would in an EIS arc.
         """
-        r_ct = 0.5 * self._bv_b / (self._j0 * 1e-3)  # RT/(F·j0) in Ω·cm² (j0 in A/cm²)
-        per_contact = self._sei_cm2() + r_ct
-        return per_contact * (1.0 / self._f_we + 1.0 / self._f_ce) / self._area_cm2
+        we, ce = self._we, self._ce
+        r_ct = 0.5 * we.bv_b / (we.j0 * 1e-3)  # RT/(F·j0) in Ω·cm² (j0 in A/cm²)
+        per_contact = we.sei_cm2() + r_ct
+        return per_contact * (1.0 / we.contact + 1.0 / ce.contact) / self._area_cm2
 
     @property
     def is_shorted(self) -> bool:
         """True while a soft or hard filament bridges the electrodes."""
-        return self._short_kind is not None
-
-    def _short_ohm(self) -> float:
-        """Present filament resistance (Ω), inf without a short."""
-        if self._short_kind is None:
-            return math.inf
-        if self._short_kind == "hard":
-            return self._fil_base_ohm
-        return self._fil_base_ohm * math.exp(self._fil_ln)
+        return self._filament.kind is not None
 
     @property
     def state(self) -> CellState:
         """A snapshot of the internal state (a copy: changing it changes nothing)."""
-        r_short = self._short_ohm()
+        we, ce = self._we, self._ce
+        r_short = self._filament.resistance_ohm()
         return CellState(
-            contact_we=self._f_we,
-            contact_ce=self._f_ce,
-            equilibrium_contact=self._f0,
-            void_fraction_we=max(0.0, 1.0 - self._f_we / self._f0),
-            void_fraction_ce=max(0.0, 1.0 - self._f_ce / self._f0),
-            interphase_resistance_ohm=self._sei_cm2() / self._area_cm2,
+            contact_we=we.contact,
+            contact_ce=ce.contact,
+            equilibrium_contact=we.f0,
+            void_fraction_we=max(0.0, 1.0 - we.contact / we.f0),
+            void_fraction_ce=max(0.0, 1.0 - ce.contact / ce.f0),
+            interphase_resistance_ohm=we.sei_cm2() / self._area_cm2,
             short_resistance_ohm=None if math.isinf(r_short) else r_short,
-            short_kind=self._short_kind,
-            filament_formations=self._formations,
+            short_kind=self._filament.kind,
+            filament_formations=self._filament.formations,
             elapsed_s=self._elapsed_s,
             charge_passed_c=self._charge_c,
             charge_throughput_c=self._throughput_c,
@@ -405,9 +851,9 @@ class SymmetricCell:
         Returns (r, b, a_we, a_ce): r in V per mA/cm² (bulk + both interphases on true contact,
         Ω·cm² × 1e-3), b = 2RT/F in V, a_e = 1/(2·j0·f_e) in cm²/mA.
         """
-        sei = self._sei_cm2()
-        r = 1e-3 * (self._r_bulk_cm2 + sei / self._f_we + sei / self._f_ce)
-        return r, self._bv_b, 0.5 / (self._j0 * self._f_we), 0.5 / (self._j0 * self._f_ce)
+        we, ce = self._we, self._ce
+        r = 1e-3 * (self._r_bulk_cm2 + we.sei_cm2() / we.contact + ce.sei_cm2() / ce.contact)
+        return r, we.bv_b, we.bv_a(), ce.bv_a()
 
     def _split(self, j_total: float) -> tuple[float, float]:
         """Split a total current density between the ionic path and the filament.
@@ -419,7 +865,7 @@ class SymmetricCell:
             (j_ion, V): the ionic current density (mA/cm²) and the terminal voltage (V).
         """
         r, b, a_w, a_c = self._ionic_coefficients()
-        r_short = self._short_ohm()
+        r_short = self._filament.resistance_ohm()
         if math.isinf(r_short):
             # No filament: all current is ionic, V(j) in closed form.
             return j_total, r * j_total + b * (math.asinh(a_w * j_total) + math.asinh(a_c * j_total))
@@ -446,6 +892,76 @@ class SymmetricCell:
         """Terminal voltage (V) at the present state while `current_a` (A) flows. No noise."""
         return self._split(current_a / self._area_cm2 * 1e3)[1]
 
+    # --- small-signal impedance (mechanism 10) ----------------------------------------------------
+    def impedance(self, frequency_hz: float, current_a: float = 0.0) -> complex:
+        """Small-signal impedance (Ω) at `frequency_hz` around the DC current `current_a` (A), now.
+
+        Math sign convention: capacitive Im(Z) < 0. The interface resistances are linearised at the
+        DC ionic current (part of a DC current flows through a filament, if there is one), and a
+        filament shunts the whole ionic impedance. No noise: the EIS instrument adds it.
+
+        Raises:
+            ValueError: If the frequency is not > 0.
+        """
+        if not frequency_hz > 0:
+            raise ValueError(f"frequency must be > 0 Hz, got {frequency_hz!r}")
+        omega = 2.0 * math.pi * frequency_hz
+        j_ion = self._split(current_a / self._area_cm2 * 1e3)[0]
+        r_bulk, r_gb, q_gb = self._separator_elements()
+        z = r_bulk + r_cpe_impedance(r_gb, q_gb, GB_CPE_EXPONENT, omega)
+        z += self._we.impedance(omega, j_ion, self._area_cm2)
+        z += self._ce.impedance(omega, j_ion, self._area_cm2)
+        r_short = self._filament.resistance_ohm()
+        if math.isinf(r_short):
+            return complex(z)
+        return complex(z * r_short / (z + r_short))  # Z_ion ∥ R_fil
+
+    def _separator_elements(self) -> tuple[float, float, float]:
+        return separator_elements(
+            self.electrolyte, self._thickness_um * 1e-4, self._area_cm2, self._temperature_k
+        )
+
+    def equivalent_circuit(self) -> dict[str, float]:
+        """Present element values of R_bulk + (R_gb ∥ CPE_gb) + (R_int ∥ CPE_int) + W, at zero current.
+
+        For tests and fits to compare a fitted spectrum with the truth. Keys (SI; Q in F·s^(n−1)):
+
+        - ``R_bulk_ohm``: bulk (grain) resistance, the high-frequency intercept. With ``R_gb_ohm``
+          it adds up to `bulk_resistance_ohm()`, the DC separator resistance.
+        - ``R_gb_ohm``, ``Q_gb``, ``n_gb``, ``f_gb_hz``: grain-boundary arc and its apex frequency.
+        - ``R_int_ohm``: both interfaces summed (= `interface_resistance_ohm()`), ``R_int_we_ohm``
+          and ``R_int_ce_ohm`` each; ``Q_int_we``, ``Q_int_ce``, ``n_int``: their double-layer CPEs;
+          ``Q_int``: the single CPE of the one arc the two make (they share the apex frequency,
+          ``f_int_hz``), R_int_we·Q_int_we/R_int.
+        - ``R_W_ohm`` (both electrodes), ``tau_W_s``: finite-length Warburg.
+        - ``R_short_ohm``: filament resistance, inf without a short (it shunts everything above).
+        """
+        r_bulk, r_gb, q_gb = self._separator_elements()
+        r_we, q_we, w_we, tau = self._we.elements(self._area_cm2)
+        r_ce, q_ce, w_ce, _ = self._ce.elements(self._area_cm2)
+        n_dl = self._mech.double_layer_exponent
+        r_int = r_we + r_ce
+        # Two R ∥ CPE in series with one apex ω0 (R·Q equal) act as one with R_int and R_int·Q = R_we·Q_we.
+        q_int = r_we * q_we / r_int
+        return {
+            "R_bulk_ohm": r_bulk,
+            "R_gb_ohm": r_gb,
+            "Q_gb": q_gb,
+            "n_gb": GB_CPE_EXPONENT,
+            "f_gb_hz": apex_frequency_hz(r_gb, q_gb, GB_CPE_EXPONENT),
+            "R_int_ohm": r_int,
+            "R_int_we_ohm": r_we,
+            "R_int_ce_ohm": r_ce,
+            "Q_int": q_int,
+            "Q_int_we": q_we,
+            "Q_int_ce": q_ce,
+            "n_int": n_dl,
+            "f_int_hz": apex_frequency_hz(r_we, q_we, n_dl),
+            "R_W_ohm": w_we + w_ce,
+            "tau_W_s": tau,
+            "R_short_ohm": self._filament.resistance_ohm(),
+        }
+
     # --- time integration ---------------------------------------------------------------------
     def advance(self, dt: float, current_a: float) -> None:
         """Integrate the cell state over `dt` seconds at constant current `current_a` (A).
@@ -460,118 +976,64 @@ class SymmetricCell:
             raise ValueError(f"dt must be >= 0 s, got {dt!r}")
         if dt == 0:
             return
-        m = self._mech
         j_total = current_a / self._area_cm2 * 1e3  # mA/cm²
         if j_total == 0.0:
-            self._rest(dt)
+            # Open circuit: no current flows, so no voids open, nothing plates and a filament
+            # (V = 0) carries nothing; creep relaxes both contacts and the interphase grows.
+            self._we.rest(dt)
+            self._ce.rest(dt)
         else:
             self._run(dt, j_total)
         self._elapsed_s += dt
         self._charge_c += current_a * dt
         self._throughput_c += abs(current_a) * dt
-        if self._short_kind == "soft":
-            # Flicker: exact Ornstein–Uhlenbeck update of ln(R/R_base) over dt.
-            decay = math.exp(-dt / m.flicker_time_s)
-            spread = m.flicker_sigma_ln * math.sqrt(1.0 - decay * decay)
-            self._fil_ln = self._fil_ln * decay + spread * self._rng_flicker.gauss(0.0, 1.0)
-
-    def _rest(self, dt: float) -> None:
-        """Open circuit: creep relaxes both contacts toward f0 and the interphase grows.
-
-        No current flows, so no voids open, nothing plates and a filament (V = 0) carries nothing.
-        """
-        # df/dt = k_r·(f0 − f)  ⇒  f(t) = f0 + (f − f0)·exp(−k_r·t).
-        decay = math.exp(-self._k_refill * dt)
-        self._f_we = self._f0 + (self._f_we - self._f0) * decay
-        self._f_ce = self._f0 + (self._f_ce - self._f0) * decay
-        # Interphase: ΔR² += g²·dt (passivating) or ΔR += g·dt, exact at constant T.
-        self._growth += self._growth_rate * dt
+        self._filament.flicker(dt)
 
     def _run(self, dt: float, j_total: float) -> None:
         """Under current: sub-stepped voids, plating hazards, filament burn-out and hardening."""
         m = self._mech
-        f_lo = min(m.min_contact, self._f0)
+        we, ce, filament = self._we, self._ce, self._filament
+        f_lo = we.min_contact
         remaining = dt
         while remaining > 0.0:
             j_ion, v = self._split(j_total)
             # +j strips the WE and plates the CE; −j the reverse.
             if j_ion > 0.0:
-                rate_we = self._contact_rate(self._f_we, j_ion)
-                rate_ce = self._contact_rate(self._f_ce, 0.0)
+                rate_we = we.contact_rate(j_ion)
+                rate_ce = ce.contact_rate(0.0)
             else:
-                rate_we = self._contact_rate(self._f_we, 0.0)
-                rate_ce = self._contact_rate(self._f_ce, -j_ion)
+                rate_we = we.contact_rate(0.0)
+                rate_ce = ce.contact_rate(-j_ion)
             # A contact pinned at its lower bound does not shrink further, nor limit the step.
-            if rate_we < 0.0 and self._f_we <= f_lo:
+            if rate_we < 0.0 and we.contact <= f_lo:
                 rate_we = 0.0
-            if rate_ce < 0.0 and self._f_ce <= f_lo:
+            if rate_ce < 0.0 and ce.contact <= f_lo:
                 rate_ce = 0.0
             # Step: at most max_substep_s, and small relative contact changes (the void runaway
             # accelerates as f falls, so a fixed step would overshoot near f_min).
             h = min(remaining, m.max_substep_s)
-            fastest = max(abs(rate_we) / self._f_we, abs(rate_ce) / self._f_ce)  # 1/s
+            fastest = max(abs(rate_we) / we.contact, abs(rate_ce) / ce.contact)  # 1/s
             if fastest * h > m.max_contact_change:
                 h = max(m.max_contact_change / fastest, 1e-3)
             # Plating hazard of the electrode receiving Li (f at the start of the step).
             if j_ion < 0.0:
-                self._hazard_we += self._plating_hazard(self._f_we, -j_ion) * h
+                we.hazard += we.plating_hazard(-j_ion) * h
             elif j_ion > 0.0:
-                self._hazard_ce += self._plating_hazard(self._f_ce, j_ion) * h
+                ce.hazard += ce.plating_hazard(j_ion) * h
             # Contact update, clamped to [f_lo, 1].
-            self._f_we = min(1.0, max(f_lo, self._f_we + rate_we * h))
-            self._f_ce = min(1.0, max(f_lo, self._f_ce + rate_ce * h))
+            we.contact = min(1.0, max(f_lo, we.contact + rate_we * h))
+            ce.contact = min(1.0, max(f_lo, ce.contact + rate_ce * h))
             # Interphase growth: ΔR² += g²·h (passivating) or ΔR += g·h.
-            self._growth += self._growth_rate * h
+            we.grow(h)
+            ce.grow(h)
             # Filament: charge through it, Joule burn-out hazard, hardening.
-            if self._short_kind == "soft":
-                i_fil = v / self._short_ohm()  # A
-                self._fil_charge_c += abs(i_fil) * h
-                self._fuse_hazard += (i_fil / self._fil_fuse_a) ** 2 / m.fuse_time_s * h
-                if self._fil_charge_c >= m.hardening_charge_c:
-                    self._harden()
-                elif self._fuse_hazard >= self._fuse_threshold:
-                    self._fuse()
+            filament.carry(v, h)
             # Nucleation: the integrated hazard passed this electrode's Exp(1) threshold.
-            if self._hazard_we >= self._threshold_we:
-                self._hazard_we = 0.0
-                self._threshold_we = self._rng_nuc_we.expovariate(1.0)
-                self._nucleate(self._ionic_ohm(j_ion, v))
-            if self._hazard_ce >= self._threshold_ce:
-                self._hazard_ce = 0.0
-                self._threshold_ce = self._rng_nuc_ce.expovariate(1.0)
-                self._nucleate(self._ionic_ohm(j_ion, v))
+            if we.nucleated():
+                filament.nucleate(self._ionic_ohm(j_ion, v))
+            if ce.nucleated():
+                filament.nucleate(self._ionic_ohm(j_ion, v))
             remaining -= h
-
-    def _contact_rate(self, f: float, j_strip: float) -> float:
-        """df/dt (1/s) of one electrode: void formation while stripping, creep refill always.
-
-        Args:
-            f: Present true contact fraction.
-            j_strip: Nominal stripping current density at this electrode (mA/cm², ≥ 0).
-        """
-        # Creep refills voids toward f0(P) (and lets contact relax down if P was lowered).
-        rate = self._k_refill * (self._f0 - f)
-        if j_strip > 0.0:
-            # x = local stripping flux / supply capacity, both per true contact area.
-            x = j_strip / (f * self._j_cap)
-            xp = x**self._mech.void_onset_exponent
-            unreplaced = xp / (1.0 + xp) if xp < 1e300 else 1.0
-            # Li removed faster than supplied opens a void of depth δ: df/dt = −v_Li·φ/δ.
-            rate -= LI_UM_PER_S_PER_MA_CM2 * j_strip * unreplaced / self._mech.void_depth_um
-        return rate
-
-    def _plating_hazard(self, f: float, j_plate: float) -> float:
-        """Hazard (1/s) that plating at `j_plate` (mA/cm², nominal) on contact `f` shorts the cell."""
-        m = self._mech
-        ratio = min(j_plate / (f * self._j_pl), 1e6)
-        nucleation = m.nucleation_rate_per_s * ratio**m.nucleation_exponent
-        # Nucleation then crossing the separator: the rate saturates at v_tip/L.
-        return nucleation / (1.0 + nucleation * self._t_cross)
-
-    def _wire_ohm(self, diameter_um: float) -> float:
-        """Resistance of a Li wire spanning the separator: 4L/(π·d²·σ_Li) (Ω)."""
-        d_m = diameter_um * 1e-6
-        return 4.0 * self.params.thickness_m / (math.pi * d_m * d_m * self._mech.li_conductivity_s_m)
 
     def _ionic_ohm(self, j_ion: float, v: float) -> float:
         """Resistance of the ionic path (Ω): chord V/I under current, small-signal dV/dI at rest."""
@@ -579,50 +1041,3 @@ class SymmetricCell:
             return v / (j_ion * 1e-3 * self._area_cm2)
         r, b, a_w, a_c = self._ionic_coefficients()
         return (r + b * (a_w + a_c)) / (1e-3 * self._area_cm2)
-
-    def _nucleate(self, r_ionic_ohm: float) -> None:
-        """A filament reaches the other electrode: a new soft short, or a harder existing one.
-
-        Args:
-            r_ionic_ohm: Resistance of the ionic path at this moment; a fresh filament touches the
-                far electrode through a few asperities of the same interface, so its resistance is
-                a random fraction u ∈ [u_min, u_max] (log-uniform) of it.
-        """
-        m = self._mech
-        self._formations += 1
-        if self._short_kind == "hard":
-            return
-        if self._formations >= m.hardening_formations:
-            self._harden()
-            return
-        lo, hi = m.soft_resistance_fraction
-        r_new = r_ionic_ohm * math.exp(self._rng_fil.uniform(math.log(lo), math.log(hi)))
-        # Preece: the fusing current of a thin wire grows as d^1.5.
-        d_lo, d_hi = m.soft_diameter_um
-        d = math.exp(self._rng_fil.uniform(math.log(d_lo), math.log(d_hi)))
-        fuse_new = 1e-3 * m.fuse_current_ma * d**1.5  # A
-        if self._short_kind == "soft":
-            # Another path in parallel: conductances add, and so (roughly) do fusing currents.
-            self._fil_base_ohm = 1.0 / (1.0 / self._fil_base_ohm + 1.0 / r_new)
-            self._fil_fuse_a += fuse_new
-        else:
-            self._short_kind = "soft"
-            self._fil_base_ohm = r_new
-            self._fil_fuse_a = fuse_new
-            self._fil_ln = 0.0
-            self._fil_charge_c = 0.0
-            self._fuse_hazard = 0.0
-            self._fuse_threshold = self._rng_fuse.expovariate(1.0)
-
-    def _harden(self) -> None:
-        """The filament thickens into a permanent Li bridge."""
-        self._short_kind = "hard"
-        self._fil_base_ohm = self._wire_ohm(self._mech.hard_diameter_um)
-        self._fil_ln = 0.0
-
-    def _fuse(self) -> None:
-        """Joule heating burns the soft filament out; the cell recovers (voids stay)."""
-        self._short_kind = None
-        self._fil_base_ohm = math.inf
-        self._fil_fuse_a = math.inf
-        self._fil_ln = 0.0

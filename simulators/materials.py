@@ -14,6 +14,11 @@ Sources (see /work/shared/DOMAIN.md §3):
   fresh Li | SE interface shows a few Ω·cm² and ~10–20 mV of overpotential at moderate current, and
   so that the growth is visible by EIS within hours (non-passivating) or days (passivating).
   Treat them as defaults, never as constants of nature.
+- Grain boundaries (used only by the small-signal impedance): the σ25 above is the *total* (pellet)
+  conductivity the reviews quote, so a grain-boundary share of the separator resistance, its own (higher)
+  activation energy and the relaxation frequency of the grain-boundary arc are "typical practice" values
+  too: sulfides have a small grain-boundary arc at high frequency, near or above 1 MHz at 25 °C, higher
+  for the faster conductors, more pronounced in glass-ceramics (Li3PS4, Li7P3S11).
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ class Electrolyte:
         critical_plating_ea_ev: Activation energy of that critical density (eV): a warmer, softer Li
             relaxes the stress at plating hot spots faster.
         electronic_sigma_s_cm: Electronic conductivity (S/cm); informational, not used by the cell.
+        gb_resistance_fraction: Share of the total ionic resistance of a pellet at 25 °C that sits in its
+            grain boundaries (0..1). The impedance splits the DC separator resistance into a bulk
+            (high-frequency intercept) part and this grain-boundary arc; the DC model is unchanged.
+        gb_ea_ev: Activation energy of the grain-boundary resistance (eV), above `ea_ev`: the boundary
+            share grows when cold.
+        gb_frequency_hz: Apex frequency of the grain-boundary arc at 25 °C (Hz). In the brick-layer
+            model it is σ_gb/(2π·ε0·ε_gb), a material constant independent of the pellet's geometry.
         aliases: Other names users type for this material (case-insensitive).
     """
 
@@ -65,10 +77,14 @@ class Electrolyte:
     critical_plating_ma_cm2: float = 2.0
     critical_plating_ea_ev: float = 0.25
     electronic_sigma_s_cm: float | None = None
+    gb_resistance_fraction: float = 0.10
+    gb_ea_ev: float = 0.40
+    gb_frequency_hz: float = 1e6
     aliases: tuple[str, ...] = ()
 
 
-# The table. σ25 and Ea: DOMAIN.md §3. Interphase numbers: typical practice (see module docstring).
+# The table. σ25 and Ea: DOMAIN.md §3. Interphase and grain-boundary numbers: typical practice (see
+# module docstring); the grain-boundary frequency scales roughly with σ25 (σ_gb/ε_gb, same ε_gb).
 # A passivating growth of 0.004 Ω·cm²/√s adds ~1.2 Ω·cm² after 1 day and ~3.4 Ω·cm² after 200 h;
 # a linear 2 Ω·cm²/h (5.6e-4 Ω·cm²/s) adds ~48 Ω·cm² per day, which EIS sees within hours.
 _TABLE: tuple[Electrolyte, ...] = (
@@ -79,6 +95,9 @@ _TABLE: tuple[Electrolyte, ...] = (
         passivating=True,
         interphase_r0_ohm_cm2=3.0,
         interphase_growth=0.002,
+        gb_resistance_fraction=0.1,
+        gb_ea_ev=0.4,
+        gb_frequency_hz=5e5,
         aliases=("LPSCl",),
     ),
     Electrolyte(
@@ -88,6 +107,9 @@ _TABLE: tuple[Electrolyte, ...] = (
         passivating=True,
         interphase_r0_ohm_cm2=3.0,
         interphase_growth=0.002,
+        gb_resistance_fraction=0.1,
+        gb_ea_ev=0.27,
+        gb_frequency_hz=3e6,
         aliases=("LPSBr",),
     ),
     Electrolyte(
@@ -98,6 +120,9 @@ _TABLE: tuple[Electrolyte, ...] = (
         interphase_r0_ohm_cm2=8.0,
         interphase_growth=0.008,
         electronic_sigma_s_cm=1e-8,
+        gb_resistance_fraction=0.2,
+        gb_ea_ev=0.43,
+        gb_frequency_hz=1.5e5,
         aliases=("LPS", "75Li2S-25P2S5", "beta-Li3PS4"),
     ),
     Electrolyte(
@@ -107,6 +132,9 @@ _TABLE: tuple[Electrolyte, ...] = (
         passivating=True,
         interphase_r0_ohm_cm2=5.0,
         interphase_growth=0.008,
+        gb_resistance_fraction=0.25,
+        gb_ea_ev=0.26,
+        gb_frequency_hz=5e6,
         aliases=("LPS711", "70Li2S-30P2S5"),
     ),
     Electrolyte(
@@ -116,6 +144,9 @@ _TABLE: tuple[Electrolyte, ...] = (
         passivating=False,
         interphase_r0_ohm_cm2=5.0,
         interphase_growth=2.0 / 3600.0,
+        gb_resistance_fraction=0.15,
+        gb_ea_ev=0.28,
+        gb_frequency_hz=4e6,
         aliases=("LGPS",),
     ),
     Electrolyte(
@@ -125,6 +156,9 @@ _TABLE: tuple[Electrolyte, ...] = (
         passivating=False,
         interphase_r0_ohm_cm2=5.0,
         interphase_growth=1.0 / 3600.0,
+        gb_resistance_fraction=0.15,
+        gb_ea_ev=0.3,
+        gb_frequency_hz=8e6,
         aliases=("LiSiPSCl", "LSiPSCl"),
     ),
 )

@@ -63,7 +63,14 @@ class Journal:
         if not samples and not events:
             return
         async with self._lock:
-            await asyncio.to_thread(self._append_blocking, samples, events)
+            # A cancelled to_thread leaves its thread writing: finish it before releasing the lock,
+            # or the next batch would begin a transaction inside this one. Then re-raise.
+            write = asyncio.ensure_future(asyncio.to_thread(self._append_blocking, samples, events))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await asyncio.wait([write])
+                raise
 
     def _append_blocking(self, samples: list[Sample], events: list[Event]) -> None:
         with self._db:

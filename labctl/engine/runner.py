@@ -532,8 +532,7 @@ class Runner:
         t0 = self.clock.monotonic()
         dc = spec.dc
         if spec.dc_is_ocv:
-            await pot.set_current(0.0, self.plan.compliance_v)
-            dc += (await pot.read()).voltage_v
+            dc += await self._open_circuit_voltage(step)
         await pot.stop_acquisition()
         self._sample_period = 0.0  # the next source step restarts acquisition
         points = await pot.impedance_spectrum(
@@ -565,6 +564,22 @@ class Runner:
         return StepResult(
             Action("next"), f"spectrum {self._spectra}: {len(points)} points", 0.0, now - t0, spectrum=points
         )
+
+    async def _open_circuit_voltage(self, step: PlanStep) -> float:
+        """Zero current for one sample period, on the clock: the last reading is the OCV."""
+        pot = self.station.potentiostat
+        period = step.record.sample_s
+        if self._sample_period != period:
+            await pot.start_acquisition(period)
+            self._sample_period = period
+        await pot.set_current(0.0, self.plan.compliance_v)
+        await self.clock.sleep(period)
+        readings = await pot.fetch()
+        for reading in readings:
+            self._record(self._sample(reading, step.index, {}))
+        if not readings:
+            raise InstrumentError(f"no reading within one sample period ({period:g} s) to measure the OCV")
+        return readings[-1].voltage_v
 
     async def _run_mark(self, step: PlanStep) -> StepResult:
         self._event(step.index, EventKind.MARK, {"note": step.note})
