@@ -42,6 +42,19 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("protocol", type=Path)
     _add_overrides(validate)
 
+    report = commands.add_parser("report", help="write plots and a summary of a run (RUN_DIR/report/)")
+    report.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/20261121-120000-ccd")
+
+    export = commands.add_parser("export", help="export a run's samples and spectra")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument(
+        "--format",
+        choices=["csv", "parquet", "bdf"],
+        default="csv",
+        help="csv, parquet, or bdf (Battery Data Format column names)",
+    )
+    export.add_argument("--out", type=Path, help="output directory (default RUN_DIR/export/)")
+
     sim = commands.add_parser("sim", help="simulated instruments")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
     serve = sim_commands.add_parser("serve", help="serve a simulated instrument on a TCP port, in real time")
@@ -112,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "export":
+            return _export(args)
         return _serve(args)
     except (LabctlError, InstrumentError) as exc:
         print(f"labctl: {exc}", file=sys.stderr)
@@ -127,6 +144,23 @@ def _validate(args: argparse.Namespace) -> int:
 
     plan, _ = compile_file(args.protocol, _overrides(args))
     print(plan_summary(plan))
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from labctl.analysis.report import write_report
+
+    summary = write_report(args.run_dir)
+    figures = sorted(p.name for p in summary.parent.glob("*.png"))
+    print(f"report: {summary}" + (f" (figures: {', '.join(figures)})" if figures else ""))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from labctl.data.export import export_run
+
+    for path in export_run(args.run_dir, args.format, args.out):
+        print(path)
     return EXIT_OK
 
 

@@ -38,13 +38,21 @@ class RunReport:
 
 def describe_conditions(plan: Plan) -> dict[str, Any]:
     """The test conditions stored with every result (DOMAIN.md §5)."""
+    cell: dict[str, Any] = {
+        "kind": plan.cell.kind,
+        "material": plan.cell.material,
+        "area_cm2": round(plan.cell.area_m2 * 1e4, 6),
+        "thickness_mm": round(plan.cell.thickness_m * 1e3, 6),
+    }
+    if plan.cell.kind == "full":
+        cell.update(cathode=plan.cell.cathode, anode=plan.cell.anode)
+    if plan.cell.loading_kg_m2 is not None:
+        cell["loading_mg_cm2"] = round(plan.cell.loading_kg_m2 * 100, 6)
+        cell["active_mass_mg"] = round((plan.cell.active_mass_kg or 0.0) * 1e6, 6)
+    if plan.cell.capacity_c_m2 is not None:
+        cell["capacity_mAh_cm2"] = round(units.to_mah_per_cm2(plan.cell.capacity_c_m2), 6)
     return {
-        "cell": {
-            "kind": plan.cell.kind,
-            "material": plan.cell.material,
-            "area_cm2": round(plan.cell.area_m2 * 1e4, 6),
-            "thickness_mm": round(plan.cell.thickness_m * 1e3, 6),
-        },
+        "cell": cell,
         "pressure_MPa": round(plan.pressure_pa / 1e6, 6),
         "temperature_C": round(units.kelvin_to_celsius(plan.temperature_k), 4),
     }
@@ -194,8 +202,53 @@ def build_result(
     }
     if outcome.unsafe:
         result["unsafe"] = outcome.unsafe
-    if {"ccd", "critical_stripping_current", "polarization"} & set(plan.results):
+    wanted = set(plan.results)
+    if {"ccd", "critical_stripping_current"} & wanted:
         result.update(analyse_ccd(journal).as_dict())
+    area_cm2 = plan.cell.area_m2 * 1e4
+    if "polarization" in wanted and "ccd" not in wanted:
+        from labctl.analysis.cycling import symmetric_cycling
+
+        cycling = symmetric_cycling(journal, area_cm2=area_cm2)
+        result["hours_to_failure"] = cycling.hours_to_failure
+        result["failure"] = cycling.failure
+        result["half_cycles"] = len(cycling.half_cycles)
+    if {"capacity_per_cycle", "coulombic_efficiency", "retention"} & wanted:
+        from labctl.analysis.cycling import full_cell_cycles
+
+        mass_mg = None if plan.cell.active_mass_kg is None else plan.cell.active_mass_kg * 1e6
+        cycles = full_cell_cycles(journal, area_cm2=area_cm2, active_mass_mg=mass_mg)
+        result["cycles"] = [
+            {
+                key: getattr(c, key)
+                for key in (
+                    "number",
+                    "charge_mah",
+                    "discharge_mah",
+                    "discharge_mah_cm2",
+                    "discharge_mah_g",
+                    "coulombic_efficiency",
+                    "retention",
+                    "mean_charge_v",
+                    "mean_discharge_v",
+                    "complete",
+                )
+            }
+            for c in cycles
+        ]
+    if {"impedance", "r_int_over_time", "r_int_per_pressure"} & wanted:
+        from labctl.analysis.cycling import impedance_series
+
+        series = impedance_series(journal)
+        result["impedance"] = [
+            {
+                "t_h": p.t_h,
+                "pressure_MPa": p.pressure_mpa,
+                **(p.fit.as_dict(area_cm2) if p.fit else {"error": p.error}),
+            }
+            for p in series.points
+        ]
+        result["interphase_growth"] = series.growth
     return result
 
 
