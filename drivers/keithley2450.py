@@ -166,6 +166,7 @@ class Keithley2450(ScpiInstrument):
         self._period_s = 1.0
         self._t_init = 0.0
         self._fetched = 0
+        self._carried: list[Reading] = []
 
     async def __aenter__(self) -> Keithley2450:
         opener = getattr(self.transport, "open", None)
@@ -225,30 +226,46 @@ class Keithley2450(ScpiInstrument):
 
     async def set_current(self, current_a: float, voltage_limit_v: float) -> None:
         """Source `current_a` (A) with a voltage limit (V); turns the output on."""
-        commands = []
-        if self._function != "CURR":
-            commands.append(self.command_for("source_function", "CURR"))
-        if voltage_limit_v != self._limit or self._function != "CURR":
-            commands.append(self.command_for("voltage_limit", voltage_limit_v))
-        commands.append(self.command_for("source_current", current_a))
-        if not self._output_on:
-            commands.append(self.command_for("output", True))
-        await self.transport.write(";".join(commands))
-        await self.check_errors()
-        self._function, self._limit, self._output_on = "CURR", voltage_limit_v, True
+        await self._source("CURR", current_a, voltage_limit_v)
 
     async def set_voltage(self, voltage_v: float, current_limit_a: float) -> None:
-        """Source `voltage_v` (V) with a current limit (A); turns the output on."""
+        """Source `voltage_v` (V) with a current limit (A), measuring current; turns the output on."""
+        await self._source("VOLT", voltage_v, current_limit_a)
+
+    async def _source(self, function: str, level: float, limit: float) -> None:
+        """Program the source in as few commands as possible.
+
+        Switching between current and voltage sourcing also switches what is measured (the other
+        quantity), which the 2450 refuses while a trigger model runs: the readings taken so far
+        are collected first (they keep their meaning), and acquisition restarts afterwards.
+        """
+        switching = self._function != function
+        if switching and self._acquiring:
+            self._carried += await self._fetch_new()
+            await self.transport.write(":ABOR")
         commands = []
-        if self._function != "VOLT":
-            commands.append(self.command_for("source_function", "VOLT"))
-        commands.append(self.command_for("current_limit", current_limit_a))
-        commands.append(self.command_for("source_voltage", voltage_v))
-        if not self._output_on:
+        if switching:  # a change of source function switches the output off [mem]
+            sense = "VOLT" if function == "CURR" else "CURR"
+            commands += [
+                self.command_for("source_function", function),
+                self.command_for("sense_function", sense),
+                f":SENS:{sense}:RANG:AUTO 1",
+                f":SENS:{sense}:NPLC {self.nplc:g}",
+                f":SOUR:{function}:READ:BACK ON",
+            ]
+        if limit != self._limit or switching:
+            commands.append(
+                self.command_for("voltage_limit" if function == "CURR" else "current_limit", limit)
+            )
+        commands.append(self.command_for("source_current" if function == "CURR" else "source_voltage", level))
+        if not self._output_on or switching:
             commands.append(self.command_for("output", True))
         await self.transport.write(";".join(commands))
         await self.check_errors()
-        self._function, self._limit, self._output_on = "VOLT", 0.0, True
+        self._function, self._limit, self._output_on = function, limit, True
+        if switching and self._acquiring:
+            self._acquiring = False
+            await self.start_acquisition(self._period_s)
 
     async def output_off(self) -> None:
         """Open the output relay."""
@@ -290,9 +307,10 @@ class Keithley2450(ScpiInstrument):
 
     async def fetch(self) -> list[Reading]:
         """All readings stored since the last fetch; restarts the loop before the buffer wraps."""
+        readings, self._carried = self._carried, []
         if not self._acquiring:
-            return []
-        readings = await self._fetch_new()
+            return readings
+        readings += await self._fetch_new()
         if self._fetched >= BUFFER_CAPACITY * ROLLOVER_FRACTION:
             await self.transport.write(":ABOR")
             readings += await self._fetch_new()
@@ -309,13 +327,19 @@ class Keithley2450(ScpiInstrument):
         values = self._floats(reply, 3 * (stored - self._fetched))
         self._fetched = stored
         first = self._t_init + self._period_s  # REL counts from the first reading, one period after :INIT
+        # READ is the measured quantity and SOUR the source's read-back: which is which depends on
+        # what is sourced.
+        v, i = (0, 1) if self._function == "CURR" else (1, 0)
         readings = [
-            Reading(first + values[i + 2], values[i], values[i + 1]) for i in range(0, len(values), 3)
+            Reading(first + values[k + 2], values[k + v], values[k + i]) for k in range(0, len(values), 3)
         ]
-        limiting_possible = self._output_on and self._function == "CURR" and self._limit > 0
-        if readings and limiting_possible and abs(readings[-1].voltage_v) >= 0.98 * self._limit:
-            if await self.get("voltage_limit_tripped"):
-                last = readings[-1]
+        if readings and self._output_on and self._limit > 0:
+            last = readings[-1]
+            limited = (
+                abs(last.voltage_v if self._function == "CURR" else last.current_a) >= 0.98 * self._limit
+            )
+            trip = "voltage_limit_tripped" if self._function == "CURR" else "current_limit_tripped"
+            if limited and await self.get(trip):
                 readings[-1] = Reading(last.t, last.voltage_v, last.current_a, in_compliance=True)
         return readings
 

@@ -47,5 +47,13 @@ def new_run_dir(protocol_name: str, out: Path | None, root: Path = Path("runs"))
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_plain) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from fits) as plain numbers; anything else is a bug worth seeing."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -14,6 +14,8 @@ from labctl.engine.cycles import Cycle
 from labctl.protocol.plan import PlanStep, Watch
 
 _EARLY_SAMPLES = 5
+FULL_CELL_REST_V = 0.1
+"""A rest voltage above this means the cell has an OCV of its own (a full cell), V."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,9 @@ class ShortCircuitDetector:
     0.05 mA/cm² polarises by well under a millivolt, so a fixed threshold would call it shorted.
     The reference is the median apparent resistance of the last healthy current step (or, on the
     first one, of its own first samples). A collapse shorter than `debounce` is a soft short.
+    A cell with an open-circuit voltage (a full cell: the last rest read more than 0.1 V) instead
+    collapses towards 0 V: there the test is |V| < `collapse` × the rest voltage, because its
+    V/I is dominated by the state of charge, not by polarization.
     """
 
     def __init__(self, watch: Watch) -> None:
@@ -49,10 +54,13 @@ class ShortCircuitDetector:
         self._healthy: list[float] = []
         self._collapsed_since: float | None = None
         self._fired = False
+        self._resting = False
+        self._v_rest = 0.0
 
     def begin_step(self, step: PlanStep, t0: float) -> None:
-        """Arm for a step; only current steps are judged (a Li|Li cell reads ~0 V at rest)."""
-        self._active = step.kind == "current" and step.current_a != 0.0
+        """Arm for a step; current steps are judged, rests give the open-circuit voltage."""
+        self._active = step.kind in ("current", "cccv") and step.current_a != 0.0
+        self._resting = step.kind == "rest"
         self._t0, self._set_current = t0, step.current_a
         self._healthy, self._collapsed_since, self._fired = [], None, False
 
@@ -63,10 +71,17 @@ class ShortCircuitDetector:
 
     def update(self, t: float, voltage_v: float, current_a: float) -> Finding | None:
         """Judge one sample."""
+        if self._resting:
+            self._v_rest = voltage_v
+            return None
         if not self._active or self._fired or t - self._t0 < self.settle:
             return None
         if abs(current_a) < 0.5 * abs(self._set_current):
-            return None  # the instrument is limiting; the voltage does not describe the cell
+            return None  # the instrument is limiting (or a CV hold): the voltage is not the cell's
+        if abs(self._v_rest) > FULL_CELL_REST_V:
+            return self._judge_collapse(
+                t, voltage_v, current_a, abs(voltage_v) < self.collapse * abs(self._v_rest), abs(self._v_rest)
+            )
         resistance = voltage_v / current_a
         reference = self.reference
         if reference is None:
@@ -76,28 +91,46 @@ class ShortCircuitDetector:
             reference = statistics.median(self._healthy[:_EARLY_SAMPLES])
         collapsed = resistance < self.collapse * reference or abs(voltage_v) < self.floor
         if not collapsed:
+            self._healthy.append(resistance)
+        return self._judge_collapse(t, voltage_v, current_a, collapsed, reference, resistance)
+
+    def _judge_collapse(
+        self,
+        t: float,
+        voltage_v: float,
+        current_a: float,
+        collapsed: bool,
+        reference: float,
+        resistance: float | None = None,
+    ) -> Finding | None:
+        """Debounce a collapse: long enough is a short, a recovered one a soft short."""
+        if not collapsed:
             finding = None
             if self._collapsed_since is not None:
                 finding = Finding(
                     self.name,
                     False,
                     t,
-                    f"soft short: |V/I| collapsed for {t - self._collapsed_since:.0f} s and recovered",
+                    f"soft short: the voltage collapsed for {t - self._collapsed_since:.0f} s and recovered",
                     {"duration_s": t - self._collapsed_since, "reference_ohm": reference},
                 )
             self._collapsed_since = None
-            self._healthy.append(resistance)
             return finding
         if self._collapsed_since is None:
             self._collapsed_since = t
         if t - self._collapsed_since >= self.debounce:
             self._fired = True
+            against = (
+                f"|V/I| {resistance:.3g} Ω vs {reference:.3g} Ω healthy"
+                if resistance is not None
+                else f"vs {reference:.3g} V at rest"
+            )
             return Finding(
                 self.name,
                 True,
                 t,
                 f"short circuit: {voltage_v * 1e3:.3g} mV at {current_a * 1e3:.3g} mA "
-                f"(|V/I| {resistance:.3g} Ω vs {reference:.3g} Ω healthy) for {self.debounce:.0f} s",
+                f"({against}) for {self.debounce:.0f} s",
                 {
                     "voltage_v": voltage_v,
                     "current_a": current_a,

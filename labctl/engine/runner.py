@@ -268,8 +268,7 @@ class Runner:
             self._sample_period = step.record.sample_s
         if step.kind == "voltage" or (progress is not None and progress.phase == "cv"):
             assert step.voltage_v is not None and step.current_limit_a is not None
-            limit = step.current_limit_a if step.kind == "voltage" else max(abs(step.current_a), 1e-9)
-            await pot.set_voltage(step.voltage_v, limit)
+            await pot.set_voltage(step.voltage_v, step.current_limit_a)
         else:
             await pot.set_current(step.current_a, self.plan.compliance_v)
 
@@ -306,13 +305,30 @@ class Runner:
         now = self.clock.monotonic()
         wait = progress.step.record.poll_s
         for end in progress.step.ends:
-            if end.condition == "time":
+            if end.condition.startswith("voltage"):
+                # Look again before the voltage can reach the end: the cell must not run past a
+                # cut-off for a whole poll (the instrument does not know the protocol's ends).
+                wait = min(wait, self._time_to_threshold(progress, end.value))
+            elif end.condition == "time":
                 wait = min(wait, progress.t0 + end.value - now)
             elif end.condition == "charge":
                 current = progress.last_current if progress.last_t is not None else progress.current_a
                 if current:
                     wait = min(wait, (end.value - abs(progress.charge_now(now))) / abs(current))
         return max(0.0, wait)
+
+    @staticmethod
+    def _time_to_threshold(progress: _StepProgress, threshold: float) -> float:
+        """Half the time the recent voltage slope needs to reach `threshold` (≥ one sample)."""
+        sample = progress.step.record.sample_s
+        window = progress.window
+        if len(window) < 2:
+            return sample
+        (t0, v0), (t1, v1) = window[max(0, len(window) - 6)], window[-1]
+        slope = (v1 - v0) / (t1 - t0) if t1 > t0 else 0.0
+        if slope == 0.0 or (threshold - v1) / slope < 0:
+            return math.inf
+        return max(sample, 0.5 * (threshold - v1) / slope)
 
     def _clock_end(self, progress: _StepProgress) -> tuple[Action, str] | None:
         now = self.clock.monotonic()

@@ -309,8 +309,13 @@ class _Compiler:
             if voltage is None:
                 return
             step["voltage_v"] = voltage
-            step["current_limit_a"] = (  # a CC-CV hold never draws more than its CC current
-                abs(step["current_a"]) if kind == "cccv" else body.current_limit or self.current_max_a
+            # A CC-CV hold starts at its CC current and decays; its limit leaves room for the
+            # switch-over (2×), within the safety limit.
+            cccv_limit = 2 * abs(step["current_a"])
+            if self.current_max_a is not None:
+                cccv_limit = min(cccv_limit, self.current_max_a)
+            step["current_limit_a"] = (
+                cccv_limit if kind == "cccv" else body.current_limit or self.current_max_a
             )
             if step["current_limit_a"] is None:
                 self.problem(

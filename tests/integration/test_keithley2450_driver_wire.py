@@ -139,3 +139,19 @@ def test_sim_serve_answers_any_scpi_client_and_reports_a_busy_port(unused_tcp_po
         process.terminate()
         process.wait(timeout=10)
         process.stderr.close()
+
+
+async def test_switching_from_current_to_voltage_source_keeps_the_output_on():
+    load = ResistorLoad(100.0, ocv_v=3.6)
+    async with served(load=load) as (server, time):
+        transport = VisaTransport(f"TCPIP0::127.0.0.1::{server.port}::SOCKET", timeout_s=5)
+        async with Keithley2450(transport, time_source=time) as smu:
+            await smu.start_acquisition(1.0)
+            await smu.set_current(1e-3, 5.0)
+            time.now = 3.0
+            await smu.fetch()
+            await smu.set_voltage(3.65, 2e-3)  # CC → CV, as a CC-CV charge does
+            time.now = 6.0
+            readings = await smu.fetch()
+            assert readings[-1].voltage_v == pytest.approx(3.65, abs=1e-3)
+            assert readings[-1].current_a == pytest.approx(0.5e-3, rel=1e-2)
