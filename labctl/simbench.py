@@ -101,7 +101,8 @@ async def _keithley2450(cell: Any, clock: Clock, seed: int) -> AsyncIterator[Sta
 async def _emstat4(cell: Any, clock: Clock, seed: int) -> AsyncIterator[Station]:
     from simulators.emstat import EmStat4PtyServer, EmStat4Simulator
 
-    server = EmStat4PtyServer(EmStat4Simulator(cell, clock.monotonic, seed=seed))
+    # A short poll: the driver waits (wall time) for readings already due in simulated time.
+    server = EmStat4PtyServer(EmStat4Simulator(cell, clock.monotonic, seed=seed), poll_interval_s=0.001)
     path = await server.start()
     try:
         transport = SerialTransport(path, timeout_s=10.0)

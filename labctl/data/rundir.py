@@ -52,7 +52,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars (from fits) as plain numbers; anything else is a bug worth seeing."""
+    """Numpy scalars (from fits) as plain numbers; anything else is a bug worth seeing."""
     item = getattr(value, "item", None)
     if callable(item):
         return item()
