@@ -241,8 +241,8 @@ class Keithley2450(ScpiInstrument):
         """
         switching = self._function != function
         if switching and self._acquiring:
+            await self.transport.write(":ABOR")  # stop first, so no reading lands after the collection
             self._carried += await self._fetch_new()
-            await self.transport.write(":ABOR")
         commands = []
         if switching:  # a change of source function switches the output off [mem]
             sense = "VOLT" if function == "CURR" else "CURR"

@@ -194,6 +194,35 @@ def final_summary(plan: Plan, report: Any) -> str:
             if critical is not None
             else "  critical stripping current  not reached"
         )
+    if "hours_to_failure" in result:
+        hours = result["hours_to_failure"]
+        lines.append(
+            f"  failure      {result['failure']} after {hours:.1f} h"
+            if hours is not None
+            else f"  failure      none in {result['half_cycles']} half-cycles"
+        )
+    cycles = result.get("cycles") or []
+    if cycles:
+        first, last = cycles[0], cycles[-1]
+        unit = "mAh/g" if last.get("discharge_mah_g") is not None else "mAh"
+        value = last.get("discharge_mah_g") if unit == "mAh/g" else last.get("discharge_mah")
+        first_value = first.get("discharge_mah_g") if unit == "mAh/g" else first.get("discharge_mah")
+        lines.append(
+            f"  cycles       {len(cycles)}; discharge {first_value or 0:.4g} → {value or 0:.4g} {unit}"
+        )
+        if last.get("retention") is not None and last.get("coulombic_efficiency") is not None:
+            lines.append(
+                f"  last cycle   retention {last['retention']:.1%}, "
+                f"Coulombic efficiency {last['coulombic_efficiency']:.2%}"
+            )
+    spectra = result.get("impedance") or []
+    fitted = [s for s in spectra if "R_int_ohm" in s]
+    if fitted:
+        lines.append(
+            f"  impedance    {len(spectra)} spectra; R_int {fitted[0]['R_int_ohm']:.4g} → "
+            f"{fitted[-1]['R_int_ohm']:.4g} Ω"
+            + (f" ({result['interphase_growth']})" if result.get("interphase_growth") else "")
+        )
     if report.outcome.unsafe:
         lines.append("  ⚠ NOT CONFIRMED SAFE: " + "; ".join(report.outcome.unsafe))
     lines.append(f"  results      {report.run_dir / 'result.json'}")

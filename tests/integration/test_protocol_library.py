@@ -1,0 +1,56 @@
+"""Every protocol in the library runs to its end on the simulators, and its report has its plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labctl.analysis.report import write_report
+from labctl.clock import SimulatedClock
+from labctl.data import Bus
+from labctl.protocol import compile_file
+from labctl.session import run_protocol
+
+LIBRARY = sorted((Path(__file__).resolve().parents[2] / "protocols").glob("*.yaml"))
+
+EXPECTED = {
+    "ccd.yaml": (
+        {"ccd_mA_cm2", "short_at_mA_cm2", "critical_stripping_current_mA_cm2"},
+        {"voltage_current.png"},
+    ),
+    "ccd_constant_time.yaml": ({"ccd_mA_cm2", "impedance"}, {"voltage_current.png", "nyquist.png"}),
+    "symmetric_cycling.yaml": ({"hours_to_failure"}, {"voltage_current.png", "polarization.png"}),
+    "full_cell_cycling.yaml": (
+        {"cycles", "impedance"},
+        {"capacity.png", "nyquist.png", "impedance_trend.png"},
+    ),
+    "rate_test.yaml": ({"cycles"}, {"capacity.png"}),
+    "interphase_growth.yaml": ({"impedance", "interphase_growth"}, {"nyquist.png", "impedance_trend.png"}),
+}
+
+
+def test_every_library_protocol_is_covered():
+    assert {p.name for p in LIBRARY} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)
+async def test_library_protocol_runs_to_its_end_with_its_report(path, tmp_path):
+    plan, text = compile_file(path)
+    report = await run_protocol(
+        plan,
+        text,
+        simulate=True,
+        station_config=None,
+        seed=1,
+        out=tmp_path / "run",
+        bus=Bus(),
+        clock=SimulatedClock(start_ns=0),
+    )
+    assert report.outcome.state.value == "done", report.outcome.reason
+    assert not report.outcome.unsafe
+    keys, figures = EXPECTED[path.name]
+    assert keys <= set(report.result), f"missing results: {keys - set(report.result)}"
+    summary = write_report(report.run_dir)
+    assert figures <= {p.name for p in summary.parent.glob("*.png")}
+    assert plan.name in summary.read_text()
