@@ -180,12 +180,17 @@ def _run(args: argparse.Namespace) -> int:
     progress = ProgressLine(plan, enabled=not args.quiet)
     bus.subscribe(progress.on_record)
 
+    interactive = not args.sim and sys.stdin.isatty()
+
     def abort_on_signals(runner: Any) -> None:
         # Ctrl-C or SIGTERM ends the run through the engine, so the station is made safe and the
         # run directory still gets its result; until the runner exists, the default applies.
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, runner.abort)
+        if interactive:  # Enter resumes a paused run (a `wait` step or an alarm)
+            loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.readline() and runner.resume())
+            bus.subscribe(lambda record: _announce_pause(record))
 
     async def go() -> Any:
         progress.start()
@@ -200,6 +205,7 @@ def _run(args: argparse.Namespace) -> int:
                 bus=bus,
                 on_start=progress.announce,
                 on_runner=abort_on_signals,
+                interactive=interactive,
             )
         finally:
             await progress.stop()
@@ -210,6 +216,17 @@ def _run(args: argparse.Namespace) -> int:
     if state == "alarm" or report.outcome.unsafe:
         return EXIT_ALARM
     return {"done": EXIT_OK, "aborted": EXIT_ABORTED}.get(state, EXIT_ERROR)
+
+
+def _announce_pause(record: object) -> None:
+    from labctl.data import Event, EventKind
+
+    if isinstance(record, Event) and record.kind is EventKind.PAUSED:
+        print(
+            f"\nlabctl: paused: {record.data.get('message')} (the station is safe). "
+            "Press Enter to resume, Ctrl-C to abort.",
+            file=sys.stderr,
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:

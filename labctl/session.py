@@ -169,8 +169,13 @@ async def run_protocol(
     clock: Clock | None = None,
     on_start: Callable[[Path], None] | None = None,
     on_runner: Callable[[Runner], None] | None = None,
+    interactive: bool = False,
 ) -> RunReport:
-    """Run a compiled protocol and write its run directory."""
+    """Run a compiled protocol and write its run directory.
+
+    `interactive`: an operator can resume (a terminal): alarms pause the run instead of ending it
+    and `wait` steps wait for them; otherwise simulated waits resume at once.
+    """
     async with open_run(
         plan,
         protocol_text,
@@ -181,7 +186,7 @@ async def run_protocol(
         clock=clock,
         on_start=on_start,
     ) as run:
-        runner = run.runner(bus, auto_resume=simulate)
+        runner = run.runner(bus, auto_resume=simulate and not interactive, pause_on_alarm=interactive)
         if on_runner is not None:
             on_runner(runner)  # e.g. the CLI wires Ctrl-C to runner.abort()
         outcome = await runner.run()

@@ -108,6 +108,9 @@ class Runner:
         bus: live listeners (progress, later TUI/MQTT).
         auto_resume: `wait` steps continue at once (simulated runs with nobody to press a key);
             otherwise they wait for `resume()` or their timeout.
+        pause_on_alarm: after an alarm (a safety limit, a watch's `alarm`) the station is made safe
+            and the run pauses until `resume()` (the step then starts again) or `abort()`; without
+            it (nobody to ask) the run ends as an alarm.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class Runner:
         bus: Bus,
         *,
         auto_resume: bool = False,
+        pause_on_alarm: bool = False,
     ) -> None:
         self.plan = plan
         self.station = station
@@ -126,6 +130,7 @@ class Runner:
         self.journal = journal
         self.bus = bus
         self.auto_resume = auto_resume
+        self.pause_on_alarm = pause_on_alarm
         self.state = RunState.IDLE
         self._detectors = [DETECTORS[w.type](w) for w in plan.watches]
         self._watches = {w.name: w for w in plan.watches}
@@ -187,6 +192,8 @@ class Runner:
                 elif action.kind == "stop":
                     outcome = RunOutcome(RunState.DONE, result.reason, index)
                     break
+                elif self.pause_on_alarm:  # alarm, and someone to ask: the same step again
+                    await self._pause_for_operator(index, result.reason)
                 else:  # alarm
                     outcome = RunOutcome(RunState.ALARM, result.reason, index)
                     break
@@ -620,6 +627,18 @@ class Runner:
         self._set_state(RunState.RUNNING)
         self._event(step.index, EventKind.RESUMED, {"reason": reason})
         return StepResult(Action("next"), reason, 0.0, self.clock.monotonic() - t0)
+
+    async def _pause_for_operator(self, step_index: int, reason: str) -> None:
+        """Station safe, state PAUSED with the alarm, until the operator resumes (or aborts)."""
+        self._resume.clear()
+        await self.station.make_safe()
+        self._sample_period = 0.0
+        self._set_state(RunState.PAUSED)
+        self._event(step_index, EventKind.PAUSED, {"message": reason, "alarm": True})
+        await self._flush()
+        await self._resume.wait()
+        self._set_state(RunState.RUNNING)
+        self._event(step_index, EventKind.RESUMED, {"reason": "resumed by the operator after the alarm"})
 
     async def _wait_or_timeout(self, timeout_s: float) -> str:
         resumed = asyncio.ensure_future(self._resume.wait())

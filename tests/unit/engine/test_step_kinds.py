@@ -232,3 +232,35 @@ async def test_eis_on_an_instrument_without_it_fails_cleanly(clock, fake_potenti
     _, _, outcome = await run(text, pot, clock, tmp_path)
     assert outcome.state is RunState.FAILED and "cannot measure impedance" in outcome.reason
     assert pot.output is False
+
+
+async def test_an_alarm_pauses_safely_when_someone_can_resume_and_the_step_runs_again(
+    clock, fake_potentiostat, tmp_path
+):
+    import asyncio
+
+    breaches = {"left": 1}
+
+    def cell(t: float, i: float) -> float:
+        if breaches["left"] and 100 < t < 200:
+            return 9.0  # one excursion above the 5 V safety limit
+        return 3.5
+
+    pot = fake_potentiostat(cell)
+    plan = compile_text(HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 10 min}}\n")
+    runner = Runner(
+        plan, Station("t", pot), clock, Journal(tmp_path / "j.sqlite"), Bus(), pause_on_alarm=True
+    )
+    task = asyncio.create_task(runner.run())
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if runner.state is RunState.PAUSED:
+            break
+    assert runner.state is RunState.PAUSED and pot.output is False
+    breaches["left"] = 0
+    runner.resume()
+    outcome = await task
+    assert outcome.state is RunState.DONE
+    kinds = [e.kind for e in runner.journal.events()]
+    assert kinds.count(EventKind.STEP_STARTED) == 2  # the interrupted step ran again, whole
+    assert EventKind.LIMIT in kinds and EventKind.PAUSED in kinds and EventKind.RESUMED in kinds
