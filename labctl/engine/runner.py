@@ -458,6 +458,12 @@ class Runner:
                 f"voltage {reading.voltage_v:.4g} V left the safety window "
                 f"{plan.voltage_min_v:g}..{plan.voltage_max_v:g} V"
             )
+        for name, value, window, unit, scale in (
+            ("stack pressure", plan.pressure_pa, plan.pressure_window_pa, "MPa", 1e-6),
+            ("temperature", plan.temperature_k, plan.temperature_window_k, "K", 1.0),
+        ):  # the set conditions until a rig and a heater report measured values
+            if window is not None and not window[0] <= value <= window[1]:
+                return f"{name} {value * scale:g} {unit} outside the safety window"
         if plan.current_max_a is not None and abs(reading.current_a) > plan.current_max_a * 1.01:
             limit_ma = plan.current_max_a * 1e3
             return f"current {reading.current_a * 1e3:.4g} mA above the safety limit {limit_ma:.4g} mA"

@@ -264,3 +264,12 @@ async def test_an_alarm_pauses_safely_when_someone_can_resume_and_the_step_runs_
     kinds = [e.kind for e in runner.journal.events()]
     assert kinds.count(EventKind.STEP_STARTED) == 2  # the interrupted step ran again, whole
     assert EventKind.LIMIT in kinds and EventKind.PAUSED in kinds and EventKind.RESUMED in kinds
+
+
+async def test_conditions_outside_the_pressure_window_are_an_alarm(clock, fake_potentiostat, tmp_path):
+    pot = fake_potentiostat(lambda t, i: 3.5)
+    text = HEADER.replace("current: {max: 20 mA}}", "current: {max: 20 mA}, pressure: {max: 3 MPa}}") + (
+        "conditions: {pressure: 5 MPa}\nsteps:\n  - rest: {until: {time: 1 min}}\n"
+    )
+    _, _, outcome = await run(text, pot, clock, tmp_path)
+    assert outcome.state is RunState.ALARM and "stack pressure 5 MPa outside" in outcome.reason
