@@ -142,3 +142,103 @@ class SupportsEIS(Protocol):
             dc_level: DC potential (V) or current (A) around which the cell is excited.
         """
         ...
+
+
+@runtime_checkable
+class ForceSensor(Protocol):
+    """A force gauge or load cell under the stack (N, compression positive)."""
+
+    identity: str
+
+    async def __aenter__(self) -> ForceSensor: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def read_force(self) -> float:
+        """The present force in newtons (compression positive)."""
+        ...
+
+    async def zero(self) -> None:
+        """Tare the reading (no load on the fixture)."""
+        ...
+
+
+@runtime_checkable
+class Actuator(Protocol):
+    """A motorised screw or stage that compresses the stack (position in m, closing positive)."""
+
+    identity: str
+
+    async def __aenter__(self) -> Actuator: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def position(self) -> float:
+        """The present position in metres."""
+        ...
+
+    async def move_to(self, position_m: float) -> None:
+        """Start a move to an absolute position (returns when the move has started)."""
+        ...
+
+    async def move_by(self, distance_m: float) -> None:
+        """Start a relative move."""
+        ...
+
+    async def is_moving(self) -> bool:
+        """Whether a move is under way."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop where it is: the actuator's safe state (the screw holds the pressure)."""
+        ...
+
+
+@runtime_checkable
+class PressureController(Protocol):
+    """A closed-loop pressure source (pneumatic cylinder behind a controller), pressure in Pa."""
+
+    identity: str
+
+    async def __aenter__(self) -> PressureController: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def read_pressure(self) -> float:
+        """The controlled (gas) pressure in pascals."""
+        ...
+
+    async def set_pressure(self, pressure_pa: float) -> None:
+        """A new set-point in pascals."""
+        ...
+
+    async def hold(self) -> None:
+        """Hold the valve where it is: the safe state (the stack pressure is kept)."""
+        ...
+
+
+@runtime_checkable
+class Thermostat(Protocol):
+    """A heater or climate chamber controller, temperatures in kelvin."""
+
+    identity: str
+
+    async def __aenter__(self) -> Thermostat: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def read_temperature(self) -> float:
+        """The process value in kelvin."""
+        ...
+
+    async def set_temperature(self, temperature_k: float) -> None:
+        """A new (remote, non-EEPROM) set-point in kelvin."""
+        ...
+
+    async def output_percent(self) -> float:
+        """The working output of the heater, 0..100 %."""
+        ...
+
+    async def safe_state(self) -> None:
+        """Hold the present set-point (a heater is not switched off mid-test: the cell would cool)."""
+        ...
