@@ -10,6 +10,12 @@ Example `bench.toml`::
     timeout = "5 s"
     nplc = 1
     four_wire = true
+
+or an EmStat4 (MethodSCRIPT over USB serial)::
+
+    [potentiostat]
+    driver = "emstat4"
+    resource = "/dev/serial/by-id/usb-PalmSens_EmStat4-if00"
 """
 
 from __future__ import annotations
@@ -32,11 +38,15 @@ class PotentiostatConfig(BaseModel):
     """How to reach the potentiostat."""
 
     model_config = ConfigDict(extra="forbid")
-    driver: Literal["keithley2450"] = "keithley2450"
-    resource: str = Field(description="VISA resource, e.g. TCPIP0::192.168.1.50::5025::SOCKET")
+    driver: Literal["keithley2450", "emstat4"] = "keithley2450"
+    resource: str = Field(
+        description="keithley2450: a VISA resource (TCPIP0::192.168.1.50::5025::SOCKET); "
+        "emstat4: a serial port (/dev/serial/by-id/…, /dev/ttyACM0) or socket://host:port"
+    )
     timeout: Annotated[float, _quantity("time")] = 5.0
     nplc: float = Field(default=1.0, ge=0.01, le=10)
     four_wire: bool = True
+    baudrate: int = 921600
 
 
 class StationConfig(BaseModel):
@@ -66,10 +76,18 @@ def load_station_config(path: Path) -> StationConfig:
 @asynccontextmanager
 async def connect_station(config: StationConfig, time_source: Callable[[], float]) -> AsyncIterator[Station]:
     """Open every instrument of a configured station; closes them (safe state first) on exit."""
+    pot = config.potentiostat
+    if pot.driver == "emstat4":
+        from drivers.emstat import EmStat4
+        from drivers.transports.serial import SerialTransport
+
+        serial = SerialTransport(pot.resource, baudrate=pot.baudrate, timeout_s=pot.timeout)
+        async with EmStat4(serial, time_source=time_source, timeout_s=pot.timeout) as emstat:
+            yield Station(config.name, emstat)
+        return
     from drivers.keithley2450 import Keithley2450
     from drivers.transports.visa import VisaTransport
 
-    pot = config.potentiostat
     transport = VisaTransport(pot.resource, timeout_s=pot.timeout)
     async with Keithley2450(
         transport, time_source=time_source, nplc=pot.nplc, four_wire=pot.four_wire

@@ -174,3 +174,46 @@ async def test_over_a_pty_like_a_usb_port_and_unplugging_is_a_link_error():
                     await asyncio.sleep(0.01)
             with pytest.raises(LinkError):  # the cell state is unknown: say so
                 await pot.safe_state()
+
+
+def test_a_real_time_run_on_a_configured_emstat4_station(tmp_path, unused_tcp_port):
+    """`labctl run --station` with driver = "emstat4", against `labctl sim serve emstat4`, in real time."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from labctl.cli import main
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "labctl", "sim", "serve", "emstat4", "--port", str(unused_tcp_port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stderr is not None and "listening" in server.stderr.readline()
+        station = tmp_path / "bench.toml"
+        station.write_text(
+            f'name = "bench-e"\n[potentiostat]\ndriver = "emstat4"\n'
+            f'resource = "socket://127.0.0.1:{unused_tcp_port}"\n'
+        )
+        protocol = tmp_path / "p.yaml"
+        protocol.write_text(
+            "labctl: 1\nname: quick\nrecord: {sample: 0.5 s, every: 0.5 s, poll: 1 s}\nsteps:\n"
+            "  - rest: {until: {time: 2 s}}\n"
+            "  - eis: {from: 200 kHz, to: 2 kHz, per_decade: 4}\n"
+            "  - current: {density: 0.1 mA/cm^2, until: {time: 2 s}}\n"
+            "results: [impedance]\n"
+        )
+        assert (
+            main(["run", str(protocol), "--station", str(station), "--out", str(tmp_path / "run"), "--quiet"])
+            == 0
+        )
+        result = json.loads((tmp_path / "run" / "result.json").read_text())
+        assert result["state"] == "done" and len(result["impedance"]) == 1
+        assert "es4" in json.loads((tmp_path / "run" / "settings.json").read_text())["instrument"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server.stderr.close()
