@@ -9,15 +9,19 @@ labctl module that imports simulators (besides `labctl sim serve`), as import-li
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from drivers.emstat import EmStat4
 from drivers.keithley2450 import Keithley2450
+from drivers.mark10 import Mark10Gauge
 from drivers.transports.serial import SerialTransport
 from drivers.transports.visa import VisaTransport
+from drivers.zaber import ZaberActuator
 from labctl.clock import Clock
+from labctl.engine.pressure import StackPressureController
 from labctl.engine.station import Station
 from labctl.errors import ConfigError
 from labctl.protocol.plan import Plan
@@ -75,12 +79,43 @@ async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterato
         seed: seeds every random process (noise, dendrite nucleation): same seed, same run.
     """
     cell = simulated_cell(plan, seed)
-    if "eis" in plan.needs:
-        async with _emstat4(cell, clock, seed) as station:
-            yield station
-    else:
-        async with _keithley2450(cell, clock, seed) as station:
-            yield station
+    potentiostat = _emstat4 if "eis" in plan.needs else _keithley2450
+    async with contextlib.AsyncExitStack() as stack:
+        station = await stack.enter_async_context(potentiostat(cell, clock, seed))
+        if "pressure" in plan.needs:
+            station.pressure = await stack.enter_async_context(_screw_rig(cell, plan, clock, seed))
+        yield station
+
+
+@asynccontextmanager
+async def _screw_rig(
+    cell: Any, plan: Plan, clock: Clock, seed: int
+) -> AsyncIterator[StackPressureController]:
+    """A screw rig on the cell: stack mechanics, a Mark-10 gauge and a Zaber actuator on ptys.
+
+    The cell is assembled as a lab would: the screw is homed, brought near contact and the loop
+    settles at the protocol's stack pressure before anything else happens.
+    """
+    from simulators.mark10 import Mark10PtyServer, Mark10Simulator
+    from simulators.mechanics import StackMechanics
+    from simulators.zaber import ZaberPtyServer, ZaberSimulator
+
+    stack = StackMechanics(area_m2=plan.cell.area_m2, cell=cell, temperature_k=plan.temperature_k)
+    async with (
+        Mark10PtyServer(Mark10Simulator(stack, clock.monotonic, seed=seed)) as gauge_port,
+        ZaberPtyServer(ZaberSimulator(stack, clock.monotonic)) as zaber_port,
+        Mark10Gauge(Mark10Gauge.transport_for(gauge_port.path)) as gauge,
+        ZaberActuator(ZaberActuator.transport_for(zaber_port.path)) as actuator,
+    ):
+        await actuator.home()
+        while await actuator.is_moving():
+            await clock.sleep(0.5)
+        await actuator.move_to(stack.x_contact_m - 50e-6)
+        while await actuator.is_moving():
+            await clock.sleep(0.5)
+        controller = StackPressureController(gauge, actuator, plan.cell.area_m2, clock)
+        await controller.settle(plan.pressure_pa, rate_below=0.01e6 / 60, hold_s=60, timeout_s=3600)
+        yield controller
 
 
 @asynccontextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from labctl.clock import Clock
 from labctl.data import Bus, Event, EventKind, Journal, Sample, Status
 from labctl.engine.cycles import Cycle, CycleTracker
 from labctl.engine.detectors import DETECTORS, Finding
+from labctl.engine.pressure import run_loop
 from labctl.engine.state import RunState, check_transition
 from labctl.engine.station import Station
 from labctl.protocol.plan import Action, End, Plan, PlanStep
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _RELATIVE_TOLERANCE = 1e-9
 _SOURCE_KINDS = ("rest", "current", "voltage", "cccv")
+DEFAULT_SETTLE_RATE_PA_S = 0.01e6 / 60  # 0.01 MPa/min
+DEFAULT_SETTLE_HOLD_S = 60.0
 
 
 @dataclass
@@ -143,6 +147,9 @@ class Runner:
         self._abort_reason: str | None = None
         self._previous_step = -1
         self._spectra = 0
+        self._pressure_task: asyncio.Task[None] | None = None
+        self._pressure_stop = asyncio.Event()
+        self._participant: Any = None
         self._fired_since_check: set[str] = set()
         self._resume = asyncio.Event()
         self._handlers: dict[str, Callable[[PlanStep], Awaitable[StepResult]]] = {
@@ -213,12 +220,23 @@ class Runner:
     async def begin(self) -> None:
         """Start a run: state, first event."""
         self._task = asyncio.current_task()
+        participant = getattr(self.clock, "participant", None)
+        if participant is not None and self.station.pressure is not None:
+            # Two tasks wait on a simulated clock (this one and the pressure loop): both count.
+            self._participant = participant()
         self._set_state(RunState.RUNNING)
         self._event(-1, EventKind.RUN_STARTED, {"protocol": self.plan.name, "steps": len(self.plan.steps)})
 
     async def finish(self, outcome: RunOutcome) -> None:
         """End a run: close the open cycle, make every role safe, record how it ended."""
         self._close_cycle()
+        try:
+            await self._stop_pressure_loop()
+        except InstrumentError as exc:
+            self._event(outcome.last_step, EventKind.INSTRUMENT, {"message": str(exc)})
+        if self._participant is not None:
+            self._participant.__exit__(None, None, None)
+            self._participant = None
         outcome.unsafe = await self.station.make_safe()
         if outcome.unsafe:
             self._event(outcome.last_step, EventKind.ALARM, {"message": "; ".join(outcome.unsafe)})
@@ -442,8 +460,17 @@ class Runner:
 
     def _sample(self, reading: Reading, step: int, extra: dict[str, float]) -> Sample:
         values = {"voltage_v": reading.voltage_v, "current_a": reading.current_a, **extra}
-        values["pressure_pa"], values["temperature_k"] = self.plan.pressure_pa, self.plan.temperature_k
+        values["pressure_pa"], values["temperature_k"] = self._pressure_now(), self.plan.temperature_k
         return Sample(self._t_ns(reading.t), step, values)
+
+    def _pressure_now(self) -> float:
+        """The last measured stack pressure, or the protocol's condition without a rig."""
+        controller = self.station.pressure
+        return (
+            controller.pressure_pa
+            if controller is not None and controller.pressure_pa
+            else self.plan.pressure_pa
+        )
 
     def _record(self, sample: Sample) -> None:
         self._samples.append(sample)
@@ -459,7 +486,7 @@ class Runner:
                 f"{plan.voltage_min_v:g}..{plan.voltage_max_v:g} V"
             )
         for name, value, window, unit, scale in (
-            ("stack pressure", plan.pressure_pa, plan.pressure_window_pa, "MPa", 1e-6),
+            ("stack pressure", self._pressure_now(), plan.pressure_window_pa, "MPa", 1e-6),
             ("temperature", plan.temperature_k, plan.temperature_window_k, "K", 1.0),
         ):  # the set conditions until a rig and a heater report measured values
             if window is not None and not window[0] <= value <= window[1]:
@@ -582,7 +609,7 @@ class Runner:
                 "e_dc_v": point.e_dc_v,
                 "i_dc_a": point.i_dc_a,
                 "spectrum": float(self._spectra),
-                "pressure_pa": self.plan.pressure_pa,
+                "pressure_pa": self._pressure_now(),
                 "temperature_k": self.plan.temperature_k,
             }
             self._record(Sample(self._t_ns(t), step.index, values, kind="eis"))
@@ -658,8 +685,51 @@ class Runner:
         return "resumed by the operator" if resumed in done else f"timeout {timeout_s:g} s"
 
     async def _run_set(self, step: PlanStep) -> StepResult:
-        role = "pressure rig" if "pressure_pa" in step.setpoints else "heater"
-        raise InstrumentError(f"this station has no {role}: step at line {step.line} cannot run here")
+        """Drive the stack pressure to its set-point and wait until it settles.
+
+        The loop then keeps holding it (against Li creep) in the background while the next steps run.
+        """
+        controller = self.station.pressure
+        if "pressure_pa" not in step.setpoints or controller is None:
+            role = "pressure rig" if "pressure_pa" in step.setpoints else "heater"
+            raise InstrumentError(f"this station has no {role}: step at line {step.line} cannot run here")
+        t0 = self.clock.monotonic()
+        await self._stop_pressure_loop()
+        await self.station.potentiostat.set_current(0.0, self.plan.compliance_v)  # open circuit meanwhile
+        target = step.setpoints["pressure_pa"]
+        pressure = await controller.settle(
+            target,
+            rate_below=step.setpoints.get("settle_rate", DEFAULT_SETTLE_RATE_PA_S),
+            hold_s=step.setpoints.get("settle_hold_s", DEFAULT_SETTLE_HOLD_S),
+            timeout_s=step.timeout_s or 3600.0,
+        )
+        self._start_pressure_loop()
+        return StepResult(
+            Action("next"), f"settled at {pressure / 1e6:.3g} MPa", 0.0, self.clock.monotonic() - t0
+        )
+
+    def _start_pressure_loop(self) -> None:
+        controller = self.station.pressure
+        assert controller is not None
+        participant = getattr(self.clock, "participant", None)
+        token = participant() if participant is not None else None  # registered before it sleeps
+        self._pressure_stop = asyncio.Event()
+
+        async def hold_pressure() -> None:
+            with token or contextlib.nullcontext():
+                await run_loop(controller, self._pressure_stop)
+
+        self._pressure_task = asyncio.create_task(hold_pressure(), name="stack-pressure loop")
+
+    async def _stop_pressure_loop(self) -> None:
+        task, self._pressure_task = self._pressure_task, None
+        if task is None:
+            return
+        self._pressure_stop.set()
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(results[0], InstrumentError):
+            raise results[0]
 
     # --- records ----------------------------------------------------------------------------------
 

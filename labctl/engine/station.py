@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from drivers.base import Potentiostat
 from drivers.errors import InstrumentError
+from labctl.engine.pressure import StackPressureController
 
 log = logging.getLogger(__name__)
 
@@ -16,10 +17,12 @@ SAFE_STATE_TIMEOUT_S = 5.0
 
 @dataclass
 class Station:
-    """One bench: today a potentiostat; the rig and heater roles join in later issues."""
+    """One bench: a potentiostat, and optionally a stack-pressure loop (rig)."""
 
     name: str
     potentiostat: Potentiostat
+    pressure: StackPressureController | None = None
+    """The closed stack-pressure loop, when the bench has a rig."""
 
     async def make_safe(self) -> list[str]:
         """Every role to its safe state, in parallel, under a short timeout, even when cancelled.
@@ -36,8 +39,17 @@ class Station:
             except (InstrumentError, TimeoutError) as exc:
                 failures.append(f"potentiostat: {exc or 'timed out'}; switch its output off by hand")
 
+        async def pressure_held() -> None:
+            if self.pressure is None:
+                return
+            try:
+                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
+                    await self.pressure.hold()
+            except (InstrumentError, TimeoutError) as exc:
+                failures.append(f"rig: {exc or 'timed out'}; check the screw is stopped")
+
         # shielded: a cancelled run must still switch the source off (STYLE.md rule 9)
-        await asyncio.shield(potentiostat_off())
+        await asyncio.shield(asyncio.gather(potentiostat_off(), pressure_held()))
         for failure in failures:
             log.error("safe state not confirmed: %s", failure)
         return failures

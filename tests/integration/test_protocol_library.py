@@ -27,6 +27,7 @@ EXPECTED = {
     ),
     "rate_test.yaml": ({"cycles"}, {"capacity.png"}),
     "interphase_growth.yaml": ({"impedance", "interphase_growth"}, {"nyquist.png", "impedance_trend.png"}),
+    "stack_pressure_sweep.yaml": ({"impedance"}, {"nyquist.png", "impedance_trend.png"}),
 }
 
 
@@ -54,3 +55,24 @@ async def test_library_protocol_runs_to_its_end_with_its_report(path, tmp_path):
     summary = write_report(report.run_dir)
     assert figures <= {p.name for p in summary.parent.glob("*.png")}
     assert plan.name in summary.read_text()
+
+
+async def test_stack_pressure_sweep_lowers_r_int_with_pressure_and_logs_the_measured_pressure(tmp_path):
+    path = next(p for p in LIBRARY if p.name == "stack_pressure_sweep.yaml")
+    plan, text = compile_file(path)
+    report = await run_protocol(
+        plan,
+        text,
+        simulate=True,
+        station_config=None,
+        seed=1,
+        out=tmp_path / "run",
+        bus=Bus(),
+        clock=SimulatedClock(start_ns=0),
+    )
+    spectra = report.result["impedance"]
+    pressures = [s["pressure_MPa"] for s in spectra]
+    assert pressures[:6] == pytest.approx([1, 2, 5, 10, 15, 25], abs=0.1)  # measured by the gauge
+    r_int = [s["R_int_ohm"] for s in spectra]
+    assert r_int[5] < 0.8 * r_int[0]  # better contact at 25 MPa than at 1 MPa
+    assert r_int[-1] < r_int[0]  # and the contact gained by creep is kept on the way down
