@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labctl: interrupted before the run started; no instrument was driven", file=sys.stderr)
         return EXIT_ABORTED
+    except BrokenPipeError:  # `labctl validate … | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:

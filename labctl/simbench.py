@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from drivers.emstat import EmStat4
+from drivers.eurotherm import Eurotherm3200
 from drivers.keithley2450 import Keithley2450
 from drivers.mark10 import Mark10Gauge
 from drivers.transports.serial import SerialTransport
@@ -82,9 +83,28 @@ async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterato
     potentiostat = _emstat4 if "eis" in plan.needs else _keithley2450
     async with contextlib.AsyncExitStack() as stack:
         station = await stack.enter_async_context(potentiostat(cell, clock, seed))
+        if "temperature" in plan.needs:
+            station.thermostat = await stack.enter_async_context(_heater(cell, plan, clock))
         if "pressure" in plan.needs:
             station.pressure = await stack.enter_async_context(_screw_rig(cell, plan, clock, seed))
         yield station
+
+
+@asynccontextmanager
+async def _heater(cell: Any, plan: Plan, clock: Clock) -> AsyncIterator[Eurotherm3200]:
+    """A hot plate under the cell: a Eurotherm 3200 simulator on a Modbus RTU pty.
+
+    It starts at the protocol's temperature: the cell is assembled warm, as the protocol states.
+    """
+    from simulators.eurotherm import Eurotherm3200Simulator, EurothermRtuPtyServer, ThermalPlant
+
+    start_c = plan.temperature_k - 273.15
+    simulator = Eurotherm3200Simulator(
+        clock.monotonic, plant=ThermalPlant(temperature_c=start_c), cell=cell, setpoint_c=start_c
+    )
+    async with EurothermRtuPtyServer(simulator) as port, Eurotherm3200(port.path) as heater:
+        await heater.set_temperature(plan.temperature_k)
+        yield heater
 
 
 @asynccontextmanager

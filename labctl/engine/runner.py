@@ -40,6 +40,9 @@ _RELATIVE_TOLERANCE = 1e-9
 _SOURCE_KINDS = ("rest", "current", "voltage", "cccv")
 DEFAULT_SETTLE_RATE_PA_S = 0.01e6 / 60  # 0.01 MPa/min
 DEFAULT_SETTLE_HOLD_S = 60.0
+DEFAULT_TEMPERATURE_RATE_K_S = 0.1 / 60  # 0.1 K/min
+TEMPERATURE_TOLERANCE_K = 0.5
+TEMPERATURE_POLL_S = 10.0
 
 
 @dataclass
@@ -147,6 +150,7 @@ class Runner:
         self._abort_reason: str | None = None
         self._previous_step = -1
         self._spectra = 0
+        self._temperature = plan.temperature_k
         self._pressure_task: asyncio.Task[None] | None = None
         self._pressure_stop = asyncio.Event()
         self._participant: Any = None
@@ -307,6 +311,8 @@ class Runner:
             wait = self._time_to_next_look(progress)
             if wait > 0:
                 await self.clock.sleep(wait)
+            if self.station.thermostat is not None:  # logged with the samples of this poll
+                self._temperature = await self.station.thermostat.read_temperature()
             decision = self._judge(progress, await self.station.potentiostat.fetch())
             if decision is None:
                 decision = self._clock_end(progress)
@@ -460,7 +466,7 @@ class Runner:
 
     def _sample(self, reading: Reading, step: int, extra: dict[str, float]) -> Sample:
         values = {"voltage_v": reading.voltage_v, "current_a": reading.current_a, **extra}
-        values["pressure_pa"], values["temperature_k"] = self._pressure_now(), self.plan.temperature_k
+        values["pressure_pa"], values["temperature_k"] = self._pressure_now(), self._temperature
         return Sample(self._t_ns(reading.t), step, values)
 
     def _pressure_now(self) -> float:
@@ -487,7 +493,7 @@ class Runner:
             )
         for name, value, window, unit, scale in (
             ("stack pressure", self._pressure_now(), plan.pressure_window_pa, "MPa", 1e-6),
-            ("temperature", plan.temperature_k, plan.temperature_window_k, "K", 1.0),
+            ("temperature", self._temperature, plan.temperature_window_k, "K", 1.0),
         ):  # the set conditions until a rig and a heater report measured values
             if window is not None and not window[0] <= value <= window[1]:
                 return f"{name} {value * scale:g} {unit} outside the safety window"
@@ -610,7 +616,7 @@ class Runner:
                 "i_dc_a": point.i_dc_a,
                 "spectrum": float(self._spectra),
                 "pressure_pa": self._pressure_now(),
-                "temperature_k": self.plan.temperature_k,
+                "temperature_k": self._temperature,
             }
             self._record(Sample(self._t_ns(t), step.index, values, kind="eis"))
         self._event(
@@ -689,10 +695,13 @@ class Runner:
 
         The loop then keeps holding it (against Li creep) in the background while the next steps run.
         """
+        if "temperature_k" in step.setpoints:
+            return await self._set_temperature(step)
         controller = self.station.pressure
-        if "pressure_pa" not in step.setpoints or controller is None:
-            role = "pressure rig" if "pressure_pa" in step.setpoints else "heater"
-            raise InstrumentError(f"this station has no {role}: step at line {step.line} cannot run here")
+        if controller is None:
+            raise InstrumentError(
+                f"this station has no pressure rig: step at line {step.line} cannot run here"
+            )
         t0 = self.clock.monotonic()
         await self._stop_pressure_loop()
         await self.station.potentiostat.set_current(0.0, self.plan.compliance_v)  # open circuit meanwhile
@@ -707,6 +716,40 @@ class Runner:
         return StepResult(
             Action("next"), f"settled at {pressure / 1e6:.3g} MPa", 0.0, self.clock.monotonic() - t0
         )
+
+    async def _set_temperature(self, step: PlanStep) -> StepResult:
+        """Send the heater its set-point and wait until the temperature settles near it."""
+        thermostat = self.station.thermostat
+        if thermostat is None:
+            raise InstrumentError(f"this station has no heater: step at line {step.line} cannot run here")
+        t0 = self.clock.monotonic()
+        target = step.setpoints["temperature_k"]
+        rate_below = step.setpoints.get("settle_rate", DEFAULT_TEMPERATURE_RATE_K_S)
+        hold = step.setpoints.get("settle_hold_s", DEFAULT_SETTLE_HOLD_S)
+        timeout = step.timeout_s or 3600.0
+        await thermostat.set_temperature(target)
+        history: collections.deque[tuple[float, float]] = collections.deque()
+        calm_since: float | None = None
+        while True:
+            now = self.clock.monotonic()
+            self._temperature = await thermostat.read_temperature()
+            history.append((now, self._temperature))
+            while now - history[0][0] > hold:
+                history.popleft()
+            span = now - history[0][0]
+            rate = abs(self._temperature - history[0][1]) / span if span >= 0.9 * hold else math.inf
+            calm = rate < rate_below and abs(self._temperature - target) < TEMPERATURE_TOLERANCE_K
+            calm_since = (calm_since if calm_since is not None else now) if calm else None
+            if calm_since is not None and now - calm_since >= hold:
+                return StepResult(
+                    Action("next"), f"settled at {self._temperature - 273.15:.1f} °C", 0.0, now - t0
+                )
+            if now - t0 > timeout:
+                raise InstrumentError(
+                    f"temperature not settled at {target - 273.15:g} °C within {timeout:g} s "
+                    f"(now {self._temperature - 273.15:.1f} °C); check the heater"
+                )
+            await self.clock.sleep(TEMPERATURE_POLL_S)
 
     def _start_pressure_loop(self) -> None:
         controller = self.station.pressure

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from drivers.base import Potentiostat
+from drivers.base import Potentiostat, Thermostat
 from drivers.errors import InstrumentError
 from labctl.engine.pressure import StackPressureController
 
@@ -23,6 +23,8 @@ class Station:
     potentiostat: Potentiostat
     pressure: StackPressureController | None = None
     """The closed stack-pressure loop, when the bench has a rig."""
+    thermostat: Thermostat | None = None
+    """The heater's controller, when the bench has one (its loop runs in the device)."""
 
     async def make_safe(self) -> list[str]:
         """Every role to its safe state, in parallel, under a short timeout, even when cancelled.
@@ -48,8 +50,17 @@ class Station:
             except (InstrumentError, TimeoutError) as exc:
                 failures.append(f"rig: {exc or 'timed out'}; check the screw is stopped")
 
+        async def temperature_held() -> None:
+            if self.thermostat is None:
+                return
+            try:
+                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
+                    await self.thermostat.safe_state()
+            except (InstrumentError, TimeoutError) as exc:
+                failures.append(f"heater: {exc or 'timed out'}; check its set-point")
+
         # shielded: a cancelled run must still switch the source off (STYLE.md rule 9)
-        await asyncio.shield(asyncio.gather(potentiostat_off(), pressure_held()))
+        await asyncio.shield(asyncio.gather(potentiostat_off(), pressure_held(), temperature_held()))
         for failure in failures:
             log.error("safe state not confirmed: %s", failure)
         return failures

@@ -28,6 +28,7 @@ EXPECTED = {
     "rate_test.yaml": ({"cycles"}, {"capacity.png"}),
     "interphase_growth.yaml": ({"impedance", "interphase_growth"}, {"nyquist.png", "impedance_trend.png"}),
     "stack_pressure_sweep.yaml": ({"impedance"}, {"nyquist.png", "impedance_trend.png"}),
+    "temperature_sweep.yaml": ({"impedance"}, {"nyquist.png", "impedance_trend.png"}),
 }
 
 
@@ -76,3 +77,33 @@ async def test_stack_pressure_sweep_lowers_r_int_with_pressure_and_logs_the_meas
     r_int = [s["R_int_ohm"] for s in spectra]
     assert r_int[5] < 0.8 * r_int[0]  # better contact at 25 MPa than at 1 MPa
     assert r_int[-1] < r_int[0]  # and the contact gained by creep is kept on the way down
+
+
+async def test_temperature_sweep_follows_arrhenius_and_logs_the_measured_temperature(tmp_path):
+    import math
+
+    from labctl.data import Journal
+
+    path = next(p for p in LIBRARY if p.name == "temperature_sweep.yaml")
+    plan, text = compile_file(path)
+    report = await run_protocol(
+        plan,
+        text,
+        simulate=True,
+        station_config=None,
+        seed=1,
+        out=tmp_path / "run",
+        bus=Bus(),
+        clock=SimulatedClock(start_ns=0),
+    )
+    r_bulk = [s["R_bulk_ohm"] for s in report.result["impedance"]]
+    # 25 → 80 °C with Ea = 0.33 eV: conductivity × exp(0.33/k·(1/298.15 − 1/353.15)) ≈ 7.3
+    expected = math.exp(0.33 / 8.617e-5 * (1 / 298.15 - 1 / 353.15))
+    assert r_bulk[0] / r_bulk[3] == pytest.approx(expected, rel=0.15)
+    assert r_bulk[4] == pytest.approx(r_bulk[0], rel=0.05)  # back at 25 °C
+    journal = Journal(report.run_dir / "journal.sqlite")
+    try:
+        temperatures = {round(s.values["temperature_k"] - 273.15) for s in journal.samples(kind="eis")}
+    finally:
+        journal.close()
+    assert {25, 40, 60, 80} <= temperatures  # measured by the heater, within 0.5 K
