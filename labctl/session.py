@@ -101,7 +101,7 @@ async def open_run(
     A run that never reached its station (an unreachable instrument) leaves no directory behind.
     """
     clock = clock or (SimulatedClock() if simulate else RealClock())
-    _check_station_abilities(plan, simulate)
+    _check_station_abilities(plan, simulate, station_config)
     run_dir = new_run_dir(plan.name, out)
     (run_dir / PROTOCOL).write_text(protocol_text, encoding="utf-8")
     settings = {
@@ -131,7 +131,7 @@ async def open_run(
             station_cm = simulated_station(plan, clock, seed)
         else:
             assert station_config is not None
-            station_cm = connect_station(station_config, clock.monotonic)
+            station_cm = connect_station(station_config, clock, plan.cell.area_m2)
         async with station_cm as station:
             settings["instrument"] = getattr(station.potentiostat, "identity", "")
             journal.set_meta("instrument", settings["instrument"])
@@ -146,11 +146,15 @@ async def open_run(
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _check_station_abilities(plan: Plan, simulate: bool) -> None:
+def _check_station_abilities(plan: Plan, simulate: bool, station: StationConfig | None) -> None:
     """Refuse, before anything moves, a plan that needs a role the station cannot play."""
-    missing = {"pressure": "a stack-pressure rig", "temperature": "a heater"}
+    missing = {"pressure": "a stack-pressure rig ([rig])", "temperature": "a heater ([heater])"}
     if simulate:
         missing.clear()  # the simulated bench has a screw rig and a heater
+    if station is not None and station.rig is not None:
+        missing.pop("pressure")
+    if station is not None and station.heater is not None:
+        missing.pop("temperature", None)
     for need in sorted(plan.needs & set(missing)):
         line = next(s.line for s in plan.steps if any(k.startswith(need) for k in s.setpoints))
         raise ConfigError(

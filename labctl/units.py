@@ -15,6 +15,7 @@ from labctl.errors import UnitError
 
 Kind = Literal[
     "current",
+    "force",
     "current_density",
     "charge",
     "areal_charge",
@@ -36,6 +37,7 @@ Kind = Literal[
 # Per kind: the pint dimensionality, the SI unit it converts to, and an example for error messages.
 _KINDS: dict[str, tuple[str, str, str]] = {
     "current": ("[current]", "A", "1 mA"),
+    "force": ("[length] * [mass] / [time] ** 2", "N", "500 N"),
     "current_density": ("[current] / [length] ** 2", "A/m^2", "0.1 mA/cm^2"),
     "charge": ("[current] * [time]", "C", "1 mAh"),
     "areal_charge": ("[current] * [time] / [length] ** 2", "C/m^2", "0.5 mAh/cm^2"),
@@ -56,6 +58,7 @@ _KINDS: dict[str, tuple[str, str, str]] = {
 
 _KIND_WORDS = {
     "current": "a current",
+    "force": "a force",
     "current_density": "a current density",
     "charge": "a charge (capacity)",
     "areal_charge": "an areal capacity",
