@@ -120,7 +120,13 @@ async def _screw_rig(
     from simulators.mechanics import StackMechanics
     from simulators.zaber import ZaberPtyServer, ZaberSimulator
 
-    stack = StackMechanics(area_m2=plan.cell.area_m2, cell=cell, temperature_k=plan.temperature_k)
+    stack = StackMechanics(
+        area_m2=plan.cell.area_m2,
+        cell=cell,
+        temperature_k=plan.temperature_k,
+        # a full cell breathes (cathode strain, Li moved): at a fixed gap that changes the force
+        thickness_change_m=getattr(cell, "thickness_change_m", 0.0),
+    )
     async with (
         Mark10PtyServer(Mark10Simulator(stack, clock.monotonic, seed=seed)) as gauge_port,
         ZaberPtyServer(ZaberSimulator(stack, clock.monotonic)) as zaber_port,
