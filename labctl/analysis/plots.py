@@ -107,6 +107,45 @@ def _envelope(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(out_t), np.array(out_y)
 
 
+# --- 0. stack pressure against time -------------------------------------------------------------
+
+
+def plot_pressure(
+    path: Path,
+    *,
+    t_h: Sequence[float],
+    pressure_pa: Sequence[float],
+    voltage_v: Sequence[float],
+    title: str,
+    band_mpa: float = 0.1,
+) -> Path:
+    """Measured stack pressure (top) with its median ± `band_mpa`, and the voltage (bottom).
+
+    Shows how well the rig held its set-point through the test, or, at a fixed gap, how the
+    pressure breathes with the cell (DOMAIN.md §2.2).
+    """
+    fig, (top, bottom) = _figure(2, sharex=True)
+    t = np.asarray(t_h, dtype=float)
+    p = np.asarray(pressure_pa, dtype=float) / 1e6
+    middle = float(np.median(p))
+    top.plot(*_envelope(t, p), color="tab:purple", lw=1.0)
+    top.axhspan(
+        middle - band_mpa,
+        middle + band_mpa,
+        color="tab:purple",
+        alpha=0.12,
+        label=f"{middle:.2f} ± {band_mpa:g} MPa",
+    )
+    top.set_ylabel("stack pressure / MPa")
+    top.legend(loc="best", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.plot(*_envelope(t, np.asarray(voltage_v, dtype=float)), color="black", lw=0.8)
+    bottom.set_ylabel("voltage / V")
+    bottom.set_xlabel("test time / h")
+    bottom.grid(alpha=0.3)
+    return _save(fig, path, title)
+
+
 # --- 1. voltage and current density against time ------------------------------------------------
 
 

@@ -46,6 +46,7 @@ from labctl.analysis.plots import (
     plot_impedance_trend,
     plot_nyquist,
     plot_polarization,
+    plot_pressure,
     plot_voltage_current,
 )
 from labctl.data import Event, EventKind, Journal
@@ -223,6 +224,20 @@ def _figures(run: _Run, out: Path) -> list[tuple[str, Path]]:
             positive_means="charges" if run.full_cell else "strips the WE",
         )
         figures.append(("Voltage and current density against time", path))
+        pressures = [s.values.get("pressure_pa", 0.0) for s in samples]
+        if max(pressures) > 1.005 * min(pressures) > 0:  # measured by a rig, not a stated condition
+            figures.append(
+                (
+                    "Stack pressure against time",
+                    plot_pressure(
+                        out / "pressure.png",
+                        t_h=[run.hours(s.t_ns) for s in samples],
+                        pressure_pa=pressures,
+                        voltage_v=[s.values["voltage_v"] for s in samples],
+                        title=title,
+                    ),
+                )
+            )
     if run.symmetric is not None and run.symmetric.half_cycles:
         failure = None
         if run.symmetric.failure and run.symmetric.hours_to_failure is not None:

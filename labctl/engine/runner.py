@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -228,6 +227,8 @@ class Runner:
         if participant is not None and self.station.pressure is not None:
             # Two tasks wait on a simulated clock (this one and the pressure loop): both count.
             self._participant = participant()
+        if self.station.pressure is not None and self.station.pressure.target_pa is not None:
+            self._start_pressure_loop()  # the bench was assembled at a pressure: keep holding it
         self._set_state(RunState.RUNNING)
         self._event(-1, EventKind.RUN_STARTED, {"protocol": self.plan.name, "steps": len(self.plan.steps)})
 
@@ -313,6 +314,8 @@ class Runner:
                 await self.clock.sleep(wait)
             if self.station.thermostat is not None:  # logged with the samples of this poll
                 self._temperature = await self.station.thermostat.read_temperature()
+            if self.station.pressure is not None and self._pressure_task is None:
+                await self.station.pressure.read_pressure()  # at a fixed gap nobody else measures it
             decision = self._judge(progress, await self.station.potentiostat.fetch())
             if decision is None:
                 decision = self._clock_end(progress)
@@ -712,10 +715,13 @@ class Runner:
             hold_s=step.setpoints.get("settle_hold_s", DEFAULT_SETTLE_HOLD_S),
             timeout_s=step.timeout_s or 3600.0,
         )
-        self._start_pressure_loop()
-        return StepResult(
-            Action("next"), f"settled at {pressure / 1e6:.3g} MPa", 0.0, self.clock.monotonic() - t0
-        )
+        if step.setpoints.get("fixed_gap"):
+            await controller.hold()  # constant displacement from here: the pressure is only measured
+            reason = f"settled at {pressure / 1e6:.3g} MPa, gap fixed"
+        else:
+            self._start_pressure_loop()
+            reason = f"settled at {pressure / 1e6:.3g} MPa"
+        return StepResult(Action("next"), reason, 0.0, self.clock.monotonic() - t0)
 
     async def _set_temperature(self, step: PlanStep) -> StepResult:
         """Send the heater its set-point and wait until the temperature settles near it."""
@@ -758,11 +764,11 @@ class Runner:
         token = participant() if participant is not None else None  # registered before it sleeps
         self._pressure_stop = asyncio.Event()
 
-        async def hold_pressure() -> None:
-            with token or contextlib.nullcontext():
-                await run_loop(controller, self._pressure_stop)
-
-        self._pressure_task = asyncio.create_task(hold_pressure(), name="stack-pressure loop")
+        self._pressure_task = asyncio.create_task(
+            run_loop(controller, self._pressure_stop), name="stack-pressure loop"
+        )
+        if token is not None:  # leave the clock when the task ends, even if it never got to run
+            self._pressure_task.add_done_callback(lambda _: token.__exit__(None, None, None))
 
     async def _stop_pressure_loop(self) -> None:
         task, self._pressure_task = self._pressure_task, None

@@ -403,6 +403,11 @@ class _Compiler:
                 self.problem((*path, "settle", "rate_below"), str(exc))
                 return None
             setpoints["settle_hold_s"] = body.settle.hold
+        if body.then == "fixed_gap":
+            if key != "pressure_pa":
+                self.problem((*path, "then"), "'fixed_gap' is for a pressure set-point")
+                return None
+            setpoints["fixed_gap"] = 1.0
         return setpoints
 
     def ends(self, until: Any, path: Path_, kind: str, current_a: float) -> list[End] | None:

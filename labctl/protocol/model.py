@@ -412,6 +412,9 @@ class SetStep(Strict):
     temperature: TemperatureOrParameter | None = None
     settle: Settle | None = None
     timeout: Time = 3600.0
+    then: Literal["hold_pressure", "fixed_gap"] = "hold_pressure"
+    """After settling: keep regulating the pressure (constant pressure), or stop the screw where
+    it is (constant displacement: the pressure then follows the cell's breathing and creep)."""
 
 
 class RepeatStep(Strict):

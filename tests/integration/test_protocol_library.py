@@ -29,6 +29,7 @@ EXPECTED = {
     "interphase_growth.yaml": ({"impedance", "interphase_growth"}, {"nyquist.png", "impedance_trend.png"}),
     "stack_pressure_sweep.yaml": ({"impedance"}, {"nyquist.png", "impedance_trend.png"}),
     "temperature_sweep.yaml": ({"impedance"}, {"nyquist.png", "impedance_trend.png"}),
+    "full_cell_pressure.yaml": ({"cycles"}, {"pressure.png", "capacity.png"}),
 }
 
 
@@ -107,3 +108,32 @@ async def test_temperature_sweep_follows_arrhenius_and_logs_the_measured_tempera
     finally:
         journal.close()
     assert {25, 40, 60, 80} <= temperatures  # measured by the heater, within 0.5 K
+
+
+async def test_the_rig_holds_5_mpa_through_a_full_cell_cycle_then_the_fixed_gap_breathes(tmp_path):
+    from labctl.data import EventKind, Journal
+
+    path = next(p for p in LIBRARY if p.name == "full_cell_pressure.yaml")
+    plan, text = compile_file(path)
+    report = await run_protocol(
+        plan,
+        text,
+        simulate=True,
+        station_config=None,
+        seed=1,
+        out=tmp_path / "run",
+        bus=Bus(),
+        clock=SimulatedClock(start_ns=0),
+    )
+    assert report.outcome.state.value == "done"
+    journal = Journal(report.run_dir / "journal.sqlite")
+    try:
+        gap_fixed = next(
+            e.step for e in journal.events([EventKind.STEP_ENDED]) if "gap fixed" in e.data["reason"]
+        )
+        held = [s.values["pressure_pa"] for s in journal.samples() if 0 < s.step < gap_fixed]
+        breathing = [s.values["pressure_pa"] for s in journal.samples() if s.step > gap_fixed]
+    finally:
+        journal.close()
+    assert max(abs(p - 5e6) for p in held) < 0.1e6  # held within ±0.1 MPa through a whole cycle
+    assert max(breathing) - min(breathing) > 0.1e6  # at a fixed gap the cell's breathing shows
