@@ -58,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("sim", help="simulated instruments")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
     serve = sim_commands.add_parser("serve", help="serve a simulated instrument on a TCP port, in real time")
-    serve.add_argument("instrument", choices=["keithley2450", "emstat4"], help="which instrument")
+    serve.add_argument(
+        "instrument",
+        choices=["keithley2450", "emstat4", "rig", "alicat", "eurotherm"],
+        help="which instrument (rig = Mark-10 gauge on PORT + Zaber actuator on PORT+1)",
+    )
     serve.add_argument("--port", type=int, default=5025, help="TCP port (default 5025, the SCPI raw socket)")
     serve.add_argument(
         "--pty", action="store_true", help="emstat4: serve on a pseudo-terminal instead of TCP"
