@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers.errors import (
-    InstrumentError,
     InstrumentRejectedError,
     InstrumentReplyError,
     InstrumentStateError,
     InstrumentTimeout,
 )
+from drivers.lifetime import DriverLifetime
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def parse_frame(line: str) -> AlicatFrame:
     return AlicatFrame(tokens[0], pressure, setpoint, status)
 
 
-class AlicatPressureController:
+class AlicatPressureController(DriverLifetime):
     r"""An Alicat PC/PCD/EPC on a CR-framed serial link, pressure in pascals.
 
     Args:
@@ -152,29 +152,10 @@ class AlicatPressureController:
         """Firmware string (`AVE`), known after connecting."""
         self.last_frame: AlicatFrame | None = None
 
-    async def __aenter__(self) -> AlicatPressureController:
-        opener = getattr(self.transport, "open", None)
-        if opener is not None:
-            await opener()
-        try:
-            await self._connect()
-        except BaseException:
-            await self._close_transport()
-            raise
-        return self
+    SAFE_STATE = "valve hold"
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            await self.hold()
-        except InstrumentError as exc:
-            log.error("%s: valve hold not confirmed on close: %s", self.transport.resource, exc)
-        finally:
-            await self._close_transport()
-
-    async def _close_transport(self) -> None:
-        closer = getattr(self.transport, "aclose", None)
-        if closer is not None:
-            await closer()
+    async def _leave_safe(self) -> None:
+        await self.hold()
 
     async def _connect(self) -> None:
         # `@@=A`: the streaming unit (id `@`) becomes A again; no reply is expected. One write, so a

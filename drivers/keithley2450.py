@@ -10,12 +10,12 @@ that the REL buffer element counts from the first reading, taken one period afte
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 from drivers.base import Reading
-from drivers.errors import InstrumentError, InstrumentReplyError, InstrumentStateError
+from drivers.errors import InstrumentReplyError, InstrumentStateError
+from drivers.lifetime import DriverLifetime
 from drivers.scpi import (
     MessageTransport,
     ScpiInstrument,
@@ -26,7 +26,6 @@ from drivers.scpi import (
     parse_quoted,
 )
 
-log = logging.getLogger(__name__)
 
 BUFFER = "defbuffer1"
 ONE_SHOT_BUFFER = "defbuffer2"
@@ -34,7 +33,7 @@ BUFFER_CAPACITY = 100_000
 ROLLOVER_FRACTION = 0.8  # restart acquisition well before the buffer wraps, so no index is reused
 
 
-class Keithley2450(ScpiInstrument):
+class Keithley2450(DriverLifetime, ScpiInstrument):
     """Async driver for one Keithley 2450 over any message transport (TCP socket, USB-TMC, GPIB).
 
     Args:
@@ -168,31 +167,10 @@ class Keithley2450(ScpiInstrument):
         self._fetched = 0
         self._carried: list[Reading] = []
 
-    async def __aenter__(self) -> Keithley2450:
-        opener = getattr(self.transport, "open", None)
-        if opener is not None:
-            await opener()
-        try:
-            await self._connect()
-        except BaseException:
-            await self._close_transport()
-            raise
-        return self
+    SAFE_STATE = "output off"
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            await self.safe_state()
-        except InstrumentError as exc:
-            # The engine's Station.make_safe already tried and reported this to the operator;
-            # raising here would only hide the run's own outcome.
-            log.error("%s: output not confirmed off on close: %s", self.transport.resource, exc)
-        finally:
-            await self._close_transport()
-
-    async def _close_transport(self) -> None:
-        closer = getattr(self.transport, "aclose", None)
-        if closer is not None:
-            await closer()
+    async def _leave_safe(self) -> None:
+        await self.safe_state()
 
     async def _connect(self) -> None:
         resource = self.transport.resource
