@@ -26,7 +26,6 @@ from drivers.scpi import (
     parse_quoted,
 )
 
-
 BUFFER = "defbuffer1"
 ONE_SHOT_BUFFER = "defbuffer2"
 BUFFER_CAPACITY = 100_000
