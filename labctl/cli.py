@@ -55,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", type=Path, help="output directory (default RUN_DIR/export/)")
 
+    forward = commands.add_parser(
+        "forward",
+        help="send a run's journal to InfluxDB from where it left off (token: LABCTL_INFLUX_TOKEN)",
+    )
+    forward.add_argument("run_dir", type=Path)
+    forward.add_argument("--url", help="server, e.g. http://influx:8086 (default LABCTL_INFLUX_URL)")
+    forward.add_argument("--org", help="organization (default LABCTL_INFLUX_ORG)")
+    forward.add_argument("--bucket", help="bucket (default LABCTL_INFLUX_BUCKET)")
+    forward.add_argument("--lab", help="value of the lab tag (default LABCTL_INFLUX_LAB or 'lab')")
+
     sim = commands.add_parser("sim", help="simulated instruments")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
     serve = sim_commands.add_parser("serve", help="serve a simulated instrument on a TCP port, in real time")
@@ -133,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "forward":
+            return _forward(args)
         return _serve(args)
     except (LabctlError, InstrumentError) as exc:
         print(f"labctl: {exc}", file=sys.stderr)
@@ -168,6 +180,19 @@ def _export(args: argparse.Namespace) -> int:
 
     for path in export_run(args.run_dir, args.format, args.out):
         print(path)
+    return EXIT_OK
+
+
+def _forward(args: argparse.Namespace) -> int:
+    from labctl.data.influx import InfluxSettings, forward_run_dir
+
+    settings = InfluxSettings.from_env(url=args.url, org=args.org, bucket=args.bucket, lab=args.lab)
+    try:
+        lines = asyncio.run(forward_run_dir(args.run_dir, settings))
+    except KeyboardInterrupt:
+        print("labctl: forwarding interrupted; run the command again to continue", file=sys.stderr)
+        return EXIT_ABORTED
+    print(f"forwarded {lines} lines to {settings.public_url} (bucket {settings.bucket}); caught up")
     return EXIT_OK
 
 

@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from tests.servers import mosquitto_broker, victoria_metrics  # noqa: F401  (real servers: tests/servers.py)
+
 
 @pytest.fixture(autouse=True)
 async def fail_on_leaked_tasks():
