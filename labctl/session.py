@@ -95,10 +95,12 @@ async def open_run(
     out: Path | None,
     clock: Clock | None = None,
     on_start: Callable[[Path], None] | None = None,
+    rig: str = "screw",
 ) -> AsyncIterator[RunContext]:
     """Create the run directory and journal, connect the station; release all of it on exit.
 
     A run that never reached its station (an unreachable instrument) leaves no directory behind.
+    `rig` picks the simulated bench's stack-pressure rig ("screw" or "pneumatic").
     """
     clock = clock or (SimulatedClock() if simulate else RealClock())
     _check_station_abilities(plan, simulate, station_config)
@@ -128,7 +130,7 @@ async def open_run(
         if simulate:
             from labctl.simbench import simulated_station
 
-            station_cm = simulated_station(plan, clock, seed)
+            station_cm = simulated_station(plan, clock, seed, rig=rig)
         else:
             assert station_config is not None
             station_cm = connect_station(station_config, clock, plan.cell.area_m2)
@@ -176,11 +178,13 @@ async def run_protocol(
     on_start: Callable[[Path], None] | None = None,
     on_runner: Callable[[Runner], None] | None = None,
     interactive: bool = False,
+    rig: str = "screw",
 ) -> RunReport:
     """Run a compiled protocol and write its run directory.
 
     `interactive`: an operator can resume (a terminal): alarms pause the run instead of ending it
-    and `wait` steps wait for them; otherwise simulated waits resume at once.
+    and `wait` steps wait for them; otherwise simulated waits resume at once. `rig`: the simulated
+    bench's stack-pressure rig, "screw" or "pneumatic".
     """
     async with open_run(
         plan,
@@ -191,6 +195,7 @@ async def run_protocol(
         out=out,
         clock=clock,
         on_start=on_start,
+        rig=rig,
     ) as run:
         runner = run.runner(bus, auto_resume=simulate and not interactive, pause_on_alarm=interactive)
         if on_runner is not None:

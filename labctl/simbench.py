@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from drivers.alicat import AlicatPressureController
 from drivers.emstat import EmStat4
 from drivers.eurotherm import Eurotherm3200
 from drivers.keithley2450 import Keithley2450
@@ -22,6 +23,7 @@ from drivers.transports.serial import SerialTransport
 from drivers.transports.visa import VisaTransport
 from drivers.zaber import ZaberActuator
 from labctl.clock import Clock
+from labctl.engine.pneumatic import PneumaticPressureLoop
 from labctl.engine.pressure import StackPressureController
 from labctl.engine.station import Station
 from labctl.errors import ConfigError
@@ -70,7 +72,9 @@ def simulated_cell(plan: Plan, seed: int) -> Any:
 
 
 @asynccontextmanager
-async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterator[Station]:
+async def simulated_station(
+    plan: Plan, clock: Clock, seed: int, rig: str = "screw"
+) -> AsyncIterator[Station]:
     """A station whose potentiostat is a simulated instrument wired to a simulated cell.
 
     Args:
@@ -78,7 +82,11 @@ async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterato
             temperature) and what the station must do (impedance → EmStat4, else Keithley 2450).
         clock: the simulators read the same clock as the engine, so their physics runs in step.
         seed: seeds every random process (noise, dendrite nucleation): same seed, same run.
+        rig: the stack-pressure rig, when the plan sets the pressure: "screw" (Mark-10 + Zaber,
+            the loop in labctl) or "pneumatic" (a cylinder under an Alicat, the loop in the device).
     """
+    if rig not in RIGS:
+        raise ConfigError(f"simulated rig {rig!r}: choose one of {', '.join(RIGS)}")
     cell = simulated_cell(plan, seed)
     potentiostat = _emstat4 if "eis" in plan.needs else _keithley2450
     async with contextlib.AsyncExitStack() as stack:
@@ -86,7 +94,7 @@ async def simulated_station(plan: Plan, clock: Clock, seed: int) -> AsyncIterato
         if "temperature" in plan.needs:
             station.thermostat = await stack.enter_async_context(_heater(cell, plan, clock))
         if "pressure" in plan.needs:
-            station.pressure = await stack.enter_async_context(_screw_rig(cell, plan, clock, seed))
+            station.pressure = await stack.enter_async_context(RIGS[rig](cell, plan, clock, seed))
         yield station
 
 
@@ -142,6 +150,36 @@ async def _screw_rig(
         controller = StackPressureController(gauge, actuator, plan.cell.area_m2, clock)
         await controller.settle(plan.pressure_pa, rate_below=0.01e6 / 60, hold_s=60, timeout_s=3600)
         yield controller
+
+
+PISTON_AREA_M2 = 50e-4
+"""Piston of the simulated pneumatic cylinder (80 mm bore): 25 MPa on 0.785 cm² needs 57 psi of gas."""
+
+
+@asynccontextmanager
+async def _pneumatic_rig(
+    cell: Any, plan: Plan, clock: Clock, seed: int
+) -> AsyncIterator[PneumaticPressureLoop]:
+    """A pneumatic rig on the cell: a cylinder under an Alicat PC (150 psi full scale) on a pty.
+
+    The cylinder's force sets the cell's stack pressure; the driver talks to the simulator over the
+    pty. As with the screw rig, the loop settles at the protocol's stack pressure before anything
+    else happens. (No noise in this model, so `seed` is unused.)
+    """
+    from simulators.alicat import AlicatPtyServer, AlicatSimulator, PneumaticCylinder
+
+    cylinder = PneumaticCylinder(full_scale=150.0, piston_area_m2=PISTON_AREA_M2)
+    simulator = AlicatSimulator(clock.monotonic, cylinder=cylinder, cell=cell, cell_area_m2=plan.cell.area_m2)
+    async with AlicatPtyServer(simulator) as port:
+        transport = SerialTransport(port.path, baudrate=19200, eol=b"\r", timeout_s=10.0)
+        async with AlicatPressureController(transport, piston_area_m2=PISTON_AREA_M2) as controller:
+            loop = PneumaticPressureLoop(controller, PISTON_AREA_M2, plan.cell.area_m2, clock)
+            await loop.settle(plan.pressure_pa, rate_below=0.01e6 / 60, hold_s=60, timeout_s=3600)
+            yield loop
+
+
+RIGS = {"screw": _screw_rig, "pneumatic": _pneumatic_rig}
+"""The simulated stack-pressure rigs, by the name `--rig` takes."""
 
 
 @asynccontextmanager

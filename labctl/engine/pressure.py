@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from drivers.base import Actuator, ForceSensor
 from drivers.errors import InstrumentError
@@ -28,6 +30,125 @@ log = logging.getLogger(__name__)
 
 class PressureFault(InstrumentError):
     """The pressure loop stopped itself: a force or travel limit, or the gauge/actuator failed."""
+
+
+class LoopTiming(Protocol):
+    """The part of a loop's settings the runner reads."""
+
+    @property
+    def period_s(self) -> float:
+        """Measurement (and, where labctl closes the loop, control) period, s."""
+        ...
+
+
+class StackPressureLoop(Protocol):
+    """A stack-pressure loop as the runner uses it, whichever rig closes it (screw or pneumatic).
+
+    Attributes:
+        target_pa: the pressure being held, Pa; None while nothing is regulated (held, or faulted).
+        pressure_pa: the last measured stack pressure, Pa.
+        fault: why the loop stopped itself, or None.
+        clock: the clock every wait goes through.
+    """
+
+    target_pa: float | None
+    pressure_pa: float
+    fault: str | None
+    clock: Clock
+
+    @property
+    def settings(self) -> LoopTiming:
+        """The loop's settings; the runner reads `period_s`."""
+        ...
+
+    async def read_pressure(self) -> float:
+        """Measure the stack pressure now, Pa."""
+        ...
+
+    async def step(self) -> float:
+        """One period of the loop (measure, and correct where labctl closes the loop); returns Pa."""
+        ...
+
+    async def settle(self, target_pa: float, *, rate_below: float, hold_s: float, timeout_s: float) -> float:
+        """Drive to `target_pa` and return the pressure (Pa) once settled; PressureFault otherwise."""
+        ...
+
+    async def hold(self) -> None:
+        """Safe state: stop regulating and keep the pressure the stack has."""
+        ...
+
+
+class PressureHistory:
+    """Recent (time s, pressure Pa) measurements and the settling slope over them.
+
+    Args:
+        maxlen: how many measurements are kept.
+    """
+
+    def __init__(self, maxlen: int = 600) -> None:
+        self._points: collections.deque[tuple[float, float]] = collections.deque(maxlen=maxlen)
+
+    def append(self, t: float, pressure_pa: float) -> None:
+        """Remember one measurement."""
+        self._points.append((t, pressure_pa))
+
+    def rate_pa_s(self, window_s: float) -> float | None:
+        """|dP/dt| over the last `window_s`: the least-squares slope, so gauge noise averages out.
+
+        None until the history covers the window.
+        """
+        if len(self._points) < 3:
+            return None
+        t_now = self._points[-1][0]
+        points = [(t, p) for t, p in self._points if t_now - t <= window_s]
+        if t_now - points[0][0] < 0.9 * window_s:
+            return None
+        n = len(points)
+        t_mean = sum(t for t, _ in points) / n
+        p_mean = sum(p for _, p in points) / n
+        spread = sum((t - t_mean) ** 2 for t, _ in points)
+        return abs(sum((t - t_mean) * (p - p_mean) for t, p in points) / spread)
+
+
+async def wait_until_settled(
+    step: Callable[[], Awaitable[float]],
+    history: PressureHistory,
+    clock: Clock,
+    period_s: float,
+    target_pa: float,
+    *,
+    rate_below: float,
+    hold_s: float,
+    timeout_s: float,
+) -> float:
+    """Call `step` every `period_s` until |dP/dt| < rate_below for `hold_s`, near the target.
+
+    The settling criterion every rig shares: the regression slope of `history` (which `step`
+    feeds) over max(hold_s, 30 s), with the pressure within max(2 %, 0.02 MPa) of the target.
+
+    Returns:
+        The last measured pressure, Pa.
+
+    Raises:
+        PressureFault: not settled within `timeout_s` (or `step` faulted).
+    """
+    start = clock.monotonic()
+    calm_since: float | None = None
+    tolerance = max(0.02 * target_pa, 20e3)
+    while True:
+        pressure = await step()
+        now = clock.monotonic()
+        rate = history.rate_pa_s(max(hold_s, 30.0))
+        calm = rate is not None and rate < rate_below and abs(pressure - target_pa) < tolerance
+        calm_since = (calm_since if calm_since is not None else now) if calm else None
+        if calm_since is not None and now - calm_since >= hold_s:
+            return pressure
+        if now - start > timeout_s:
+            raise PressureFault(
+                f"stack pressure not settled at {target_pa / 1e6:g} MPa within {timeout_s:g} s "
+                f"(now {pressure / 1e6:.3g} MPa); check the rig and the gauge"
+            )
+        await clock.sleep(period_s)
 
 
 @dataclass
@@ -79,7 +200,7 @@ class StackPressureController:
         self.target_pa: float | None = None
         self.pressure_pa = 0.0
         self.fault: str | None = None
-        self._history: collections.deque[tuple[float, float]] = collections.deque(maxlen=600)
+        self._history = PressureHistory()
         self._integral = 0.0
         self._stiffness = self.settings.stiffness_guess_n_m
         self._start_position: float | None = None
@@ -88,7 +209,7 @@ class StackPressureController:
         """Measure the stack pressure now (Pa) and remember it for settling."""
         force = await self.gauge.read_force()
         self.pressure_pa = force / self.area_m2
-        self._history.append((self.clock.monotonic(), self.pressure_pa))
+        self._history.append(self.clock.monotonic(), self.pressure_pa)
         if force > self.settings.max_force_n:
             await self._trip(f"force {force:.0f} N above the {self.settings.max_force_n:.0f} N limit")
         return self.pressure_pa
@@ -125,21 +246,8 @@ class StackPressureController:
             raise PressureFault(f"pressure loop stopped: {reason}; the screw holds where it is")
 
     def rate_pa_s(self, window_s: float) -> float | None:
-        """|dP/dt| over the last `window_s`: the least-squares slope, so gauge noise averages out.
-
-        None until the history covers the window.
-        """
-        if len(self._history) < 3:
-            return None
-        t_now = self._history[-1][0]
-        points = [(t, p) for t, p in self._history if t_now - t <= window_s]
-        if t_now - points[0][0] < 0.9 * window_s:
-            return None
-        n = len(points)
-        t_mean = sum(t for t, _ in points) / n
-        p_mean = sum(p for _, p in points) / n
-        spread = sum((t - t_mean) ** 2 for t, _ in points)
-        return abs(sum((t - t_mean) * (p - p_mean) for t, p in points) / spread)
+        """|dP/dt| over the last `window_s` (see `PressureHistory.rate_pa_s`); None until covered."""
+        return self._history.rate_pa_s(window_s)
 
     async def settle(self, target_pa: float, *, rate_below: float, hold_s: float, timeout_s: float) -> float:
         """Drive to `target_pa` and return once |dP/dt| < rate_below for `hold_s`, near the target.
@@ -149,23 +257,16 @@ class StackPressureController:
         """
         self.target_pa = target_pa
         self._integral = 0.0
-        start = self.clock.monotonic()
-        calm_since: float | None = None
-        tolerance = max(0.02 * target_pa, 20e3)
-        while True:
-            pressure = await self.step()
-            now = self.clock.monotonic()
-            rate = self.rate_pa_s(max(hold_s, 30.0))
-            calm = rate is not None and rate < rate_below and abs(pressure - target_pa) < tolerance
-            calm_since = (calm_since or now) if calm else None
-            if calm_since is not None and now - calm_since >= hold_s:
-                return pressure
-            if now - start > timeout_s:
-                raise PressureFault(
-                    f"stack pressure not settled at {target_pa / 1e6:g} MPa within {timeout_s:g} s "
-                    f"(now {pressure / 1e6:.3g} MPa); check the rig and the gauge"
-                )
-            await self.clock.sleep(self.settings.period_s)
+        return await wait_until_settled(
+            self.step,
+            self._history,
+            self.clock,
+            self.settings.period_s,
+            target_pa,
+            rate_below=rate_below,
+            hold_s=hold_s,
+            timeout_s=timeout_s,
+        )
 
     async def hold(self) -> None:
         """Safe state: stop the screw where it is (the stack keeps its pressure)."""
@@ -173,7 +274,7 @@ class StackPressureController:
         await self.actuator.stop()
 
 
-async def run_loop(controller: StackPressureController, stop: asyncio.Event) -> None:
+async def run_loop(controller: StackPressureLoop, stop: asyncio.Event) -> None:
     """Keep regulating at the controller's target until `stop` is set (the runner owns this task)."""
     while not stop.is_set():
         await controller.step()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from drivers.base import Potentiostat, Thermostat
 from drivers.errors import InstrumentError
-from labctl.engine.pressure import StackPressureController
+from labctl.engine.pressure import StackPressureLoop
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,8 @@ class Station:
 
     name: str
     potentiostat: Potentiostat
-    pressure: StackPressureController | None = None
-    """The closed stack-pressure loop, when the bench has a rig."""
+    pressure: StackPressureLoop | None = None
+    """The closed stack-pressure loop, when the bench has a rig (screw or pneumatic)."""
     thermostat: Thermostat | None = None
     """The heater's controller, when the bench has one (its loop runs in the device)."""
 
@@ -48,7 +48,7 @@ class Station:
                 async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
                     await self.pressure.hold()
             except (InstrumentError, TimeoutError) as exc:
-                failures.append(f"rig: {exc or 'timed out'}; check the screw is stopped")
+                failures.append(f"rig: {exc or 'timed out'}; check the screw is stopped or the valve held")
 
         async def temperature_held() -> None:
             if self.thermostat is None:
