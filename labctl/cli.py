@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--seed", type=int, default=1, help="seed of the simulation's random processes (default 1)"
     )
+    run.add_argument(
+        "--rig",
+        choices=["screw", "pneumatic"],
+        help="with --sim: the simulated stack-pressure rig, a screw (default) or a pneumatic cylinder",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress line")
     _add_overrides(run)
 
@@ -207,6 +212,8 @@ def _run(args: argparse.Namespace) -> int:
     plan, text = compile_file(args.protocol, _overrides(args))
     if not args.sim and args.station is None:
         raise ConfigError("say where to run: --sim for simulated instruments, or --station bench.toml")
+    if args.rig is not None and not args.sim:
+        raise ConfigError("--rig chooses a simulated rig (with --sim); a station file sets [rig] type")
     station = None if args.sim else load_station_config(args.station)
     bus = Bus()
     progress = ProgressLine(plan, enabled=not args.quiet)
@@ -235,6 +242,7 @@ def _run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 out=args.out,
                 bus=bus,
+                rig=args.rig or "screw",
                 on_start=progress.announce,
                 on_runner=abort_on_signals,
                 interactive=interactive,
