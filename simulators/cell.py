@@ -112,13 +112,42 @@ polarization increase over 100 cycles at 7 MPa".
      of it: after a hard short |Z| collapses to ~R_fil at every frequency (DOMAIN.md §4).
    `equivalent_circuit()` reports the element values, for fits to compare with.
 
-Code structure: mechanisms 2–6 of one electrode live in `LithiumElectrode` (also a Li-In alloy
-electrode via `ElectrodeMetal`), mechanism 7 in `Filament`, the element helpers of mechanism 10 in
-module functions, so the full-cell model (`simulators.fullcell`) reuses them rather than copies.
+11. Li extrusion through the separator's pores (DOMAIN.md §2.2: shorts "over time, and even with no
+   current flowing").  A cold-pressed pellet keeps surface-connected pore channels; Li enters them
+   only when the stack pressure exceeds a pore-entry pressure P_e, a property of the pellet's pore
+   throats and of how Li wets their walls (`Electrolyte.pore_entry_pressure_mpa`: 10 MPa for
+   LPSCl [T]). Inside, Li flows as the same creeping solid as in mechanism 5, driven by ΔP = P − P_e
+   against a resistance that grows with the filled length ℓ:
+       dℓ/dt = v_ref·k_mat·s_cell·(ΔP/1 MPa · ℓ_ref/ℓ)^n · exp[−Q/R·(1/T − 1/T_ref)],
+   v_ref = 1e-4 µm/s at ℓ_ref = 100 µm, n = 2 [T], Q = 37 kJ/mol (Li creep, [L] as in 5). So
+   ℓ^(n+1) grows linearly at constant P and T: any dt, open circuit or not, is one exact step. The
+   front never retracts: below P_e it just stops. Chemistry enters through the interphase: a
+   non-passivating (LGPS-type) electrolyte reacts with the Li on the pore walls and lines the
+   channel with a mixed-conducting, Li-wetted interphase, so Li enters at a lower pressure and the
+   channel conducts sooner (P_e 7 MPa, k_mat 3 for LGPS, 2 for LiSiPSCl; 1 for the passivating
+   ones [T]). Each pellet draws, from its own stream, s_cell (log-normal, σ = 0.1 [T], like
+   mechanism 9) and the tortuosities τ_k of its 3 separator-spanning channels (uniform in 1.2–1.6
+   [T]). Both Li faces of a symmetric cell push at the same pressure and temperature into the same
+   pellet, so one front ℓ stands for both; a channel open at both ends fills from both and is
+   bridged when ℓ ≥ τ_k·L/2 (a full cell's Li anode pushes alone: τ_k·L). Each bridged channel is a
+   `Filament.nucleate` of mechanism 7: the first a soft short, the third hard. The time to the
+   first short is therefore t = (τ_1·L/2)^(n+1) / [(n+1)·v·ℓ_ref^n·ΔP^n·a(T)] ∝ L^(n+1)/ΔP^n: twice
+   the thickness, 8× later; 80 °C, 10× sooner.
+   Resulting calibration (LPSCl, 0.5 mm, 25 °C, open circuit, median of 100 seeds, min–max):
+   ≤ 10 MPa never; 15 MPa 120 h; 25 MPa 13.5 h (9–23); 50 MPa 1.9 h; 75 MPa 0.72 h (0.47–1.2);
+   1 mm at 25 MPa 108 h; 80 °C at 25 MPa 1.3 h; LGPS at 25 MPa 3.1 h, at 10 MPa 113 h; the hard
+   short (third channel) ~1.7× the first. [D, T]: "≤ 5 MPa for long life"; first short at 25 MPa
+   within ~10–50 h, at 75 MPa in under an hour. The CCD and cycling checks above run at ≤ 10 MPa,
+   where LPSCl does not extrude, so they are unchanged. Ignored: P_e falling with temperature (a
+   softer Li), Li consumed by the pore-wall reaction, pores closed by the pressure itself.
 
-Not modelled yet: Li creeping through the SE's pores at high pressure (shorts with no current),
-cracking, cell-to-cell scatter of the contact and creep mechanics; the symmetric cell is Li | SE | Li
-only (the Li-In electrode is used by the full cell).
+Code structure: mechanisms 2–6 of one electrode live in `LithiumElectrode` (also a Li-In alloy
+electrode via `ElectrodeMetal`), mechanism 7 in `Filament`, mechanism 11 in `PoreExtrusion`, the
+element helpers of mechanism 10 in module functions, so the full-cell model (`simulators.fullcell`)
+reuses them rather than copies.
+
+Not modelled yet: cracking, cell-to-cell scatter of the contact and creep mechanics; the symmetric
+cell is Li | SE | Li only (the Li-In electrode is used by the full cell).
 """
 
 from __future__ import annotations
@@ -188,6 +217,13 @@ class LithiumMechanics:
     fuse_time_s: float = 60.0  # mean burn-out time at the fusing current (s) [T]
     hardening_charge_c: float = 0.2  # charge through a soft filament that makes it hard (C) [T]
     hardening_formations: int = 3  # the n-th filament formation is hard [T]
+    # Li extrusion into the SE's pores (mechanism 11)
+    pore_flow_speed_um_s: float = 1.0e-4  # v_ref: front speed at ΔP = 1 MPa, ℓ = ℓ_ref, 25 °C [T]
+    pore_flow_ref_length_um: float = 100.0  # ℓ_ref (µm)
+    pore_flow_exponent: float = 2.0  # n in dℓ/dt = v_ref·(ΔP·ℓ_ref/ℓ)^n [T]
+    pore_channels: int = 3  # separator-spanning channels per pellet [T]
+    pore_tortuosity: tuple[float, float] = (1.2, 1.6)  # range of their tortuosities τ_k (uniform) [T]
+    pore_flow_spread: float = 0.1  # log-normal σ of the per-cell factor on v_ref [T]
     # Small-signal elements of the interface (mechanism 10)
     double_layer_q_f_cm2: float = 10e-6  # CPE Q per cm² of true contact (F·s^(n−1)/cm²) [T]
     double_layer_exponent: float = 0.85  # CPE n [T]
@@ -220,6 +256,8 @@ class ElectrodeMetal:
         exchange_factor: Factor on the exchange current density j0 (mechanism 4).
         molar_volume_cm3_mol: Partial molar volume of Li in the electrode (cm³/mol): how much its
             thickness moves per charge.
+        pore_entry_factor: Factor on the electrolyte's pore-entry pressure (mechanism 11): how much
+            harder the electrode metal is to extrude into the SE's pores than Li; inf never does.
         aliases: Other names users type (case-insensitive).
     """
 
@@ -231,6 +269,7 @@ class ElectrodeMetal:
     interphase_factor: float = 1.0
     exchange_factor: float = 1.0
     molar_volume_cm3_mol: float = LI_MOLAR_VOLUME_CM3_MOL
+    pore_entry_factor: float = 1.0
     aliases: tuple[str, ...] = ()
 
     @property
@@ -251,6 +290,9 @@ LI_IN_ALLOY = ElectrodeMetal(
     interphase_factor=0.5,  # 0.62 V vs Li: a less reducing, thinner interphase [T]
     exchange_factor=2.0,  # [T]
     molar_volume_cm3_mol=8.0,  # LiIn minus In per Li, from the lattice volumes: 3.0 µm per mAh/cm² [T]
+    # LiIn is an intermetallic, far harder than Li and barely creeping at room temperature: it does
+    # not extrude into the SE's pores at any stack pressure a rig applies [T].
+    pore_entry_factor=math.inf,
     aliases=("LiIn", "Li-In alloy", "In-Li", "InLi"),
 )
 """Li-In alloy: +0.62 V vs Li, and far more forgiving to plating and stripping than Li metal."""
@@ -324,6 +366,10 @@ class CellState:
         elapsed_s: Time integrated by `advance` (s).
         charge_passed_c: Net charge passed, ∫I dt (C); positive = Li moved from WE to CE.
         charge_throughput_c: ∫|I| dt (C).
+        pore_front_um: How far Li has extruded into the SE's pore channels from each electrode, ℓ
+            (µm along the channel; mechanism 11). Never decreases.
+        pore_channels_connected: How many pore channels Li has bridged so far (each one a filament
+            formation).
     """
 
     contact_we: float
@@ -338,6 +384,8 @@ class CellState:
     elapsed_s: float
     charge_passed_c: float
     charge_throughput_c: float
+    pore_front_um: float = 0.0
+    pore_channels_connected: int = 0
 
 
 def arrhenius_ev(ea_ev: float, temperature_k: float) -> float:
@@ -718,6 +766,96 @@ class Filament:
         self._ln = 0.0
 
 
+# --- Li extrusion into the separator's pores (mechanism 11) -------------------------------------
+class PoreExtrusion:
+    """Li metal creeping into the separator's pore channels under stack pressure (mechanism 11).
+
+    Why a component: any cell with a Li-metal electrode pressed against a porous pellet extrudes Li
+    into it, current or not; a symmetric cell pushes from both faces, a full cell from its anode
+    only. The owner passes the conditions in and turns each bridged channel into a filament
+    formation (`Filament.nucleate`).
+
+    The front ℓ (µm along the channels, the same in each of them and from each Li face: same
+    pressure, temperature and pellet) obeys dℓ/dt = v·(ΔP·ℓ_ref/ℓ)^n with ΔP = P − P_e, so
+    s = ℓ^(n+1) grows at the constant rate (n+1)·v·ℓ_ref^n·ΔP^n while P and T hold: `advance` is exact
+    for any dt. Channel k connects the electrodes when ℓ ≥ τ_k·L / sides.
+
+    Attributes:
+        front_um: ℓ (µm); never decreases.
+        connected: How many channels have been bridged so far.
+        tortuosities: τ_k of this pellet's channels, ascending.
+    """
+
+    def __init__(
+        self,
+        electrolyte: Electrolyte,
+        mechanics: LithiumMechanics,
+        separator_thickness_um: float,
+        rng: random.Random,
+        *,
+        pressure_pa: float,
+        temperature_k: float,
+        metal: ElectrodeMetal = LI_METAL,
+        sides: int = 2,
+    ) -> None:
+        m = mechanics
+        self._mech = m
+        self._n = m.pore_flow_exponent
+        # Pore-entry pressure (MPa): a property of the pellet's pores and of the metal pushed in.
+        factor = metal.pore_entry_factor
+        self.entry_pressure_mpa = (
+            math.inf if math.isinf(factor) else electrolyte.pore_entry_pressure_mpa * factor
+        )
+        # This pellet: one factor on v_ref, then the channels' tortuosities (own stream, drawn once).
+        scatter = math.exp(rng.gauss(0.0, m.pore_flow_spread))
+        self._coefficient = (
+            (self._n + 1.0)
+            * m.pore_flow_speed_um_s
+            * electrolyte.pore_flow_factor
+            * scatter
+            * m.pore_flow_ref_length_um**self._n
+        )
+        lo, hi = m.pore_tortuosity
+        self.tortuosities = tuple(sorted(rng.uniform(lo, hi) for _ in range(m.pore_channels)))
+        # A channel filled from both of its ends is bridged when each front is half-way.
+        self._s_connect = tuple(
+            (tau * separator_thickness_um / sides) ** (self._n + 1.0) for tau in self.tortuosities
+        )
+        self._s = 0.0  # ℓ^(n+1) (µm^(n+1))
+        self.front_um = 0.0
+        self.connected = 0
+        self._rate = 0.0
+        self.set_conditions(pressure_pa, temperature_k)
+
+    def set_conditions(self, pressure_pa: float, temperature_k: float) -> None:
+        """Recompute ds/dt at the stack pressure and temperature (zero at or below P_e)."""
+        excess = pressure_pa / 1e6 - self.entry_pressure_mpa
+        if not excess > 0.0:
+            self._rate = 0.0
+            return
+        # Same Li creep activation as the contact (mechanism 5).
+        q_r = self._mech.creep_activation_j_mol / GAS_J_MOL_K
+        creep = math.exp(-q_r * (1.0 / temperature_k - 1.0 / T_REF_K))
+        self._rate = self._coefficient * excess**self._n * creep
+
+    def advance(self, dt: float) -> int:
+        """Move the front for dt (s), exactly; returns how many channels it newly bridged."""
+        if self._rate == 0.0 or dt <= 0.0:
+            return 0
+        self._s += self._rate * dt
+        self.front_um = self._s ** (1.0 / (self._n + 1.0))
+        before = self.connected
+        while self.connected < len(self._s_connect) and self._s >= self._s_connect[self.connected]:
+            self.connected += 1
+        return self.connected - before
+
+    def time_to_next_s(self) -> float:
+        """Time (s) until the next channel is bridged at the present conditions; inf if never."""
+        if self.connected >= len(self._s_connect) or self._rate == 0.0:
+            return math.inf
+        return (self._s_connect[self.connected] - self._s) / self._rate
+
+
 # --- the symmetric cell --------------------------------------------------------------------------
 class SymmetricCell:
     """A Li | SE | Li symmetric cell under stack pressure: an `ElectricalLoad` and an `ImpedanceLoad`.
@@ -734,8 +872,11 @@ class SymmetricCell:
         self._mech = self.params.mechanics
         self._area_cm2 = self.params.area_m2 * 1e4
         self._thickness_um = self.params.thickness_m * 1e6
-        # Random streams: nucleation WE, nucleation CE, new filaments, flicker, fuse.
-        rng_nuc_we, rng_nuc_ce, rng_fil, rng_flicker, rng_fuse, rng_cell = _streams(self.params.seed, 6)
+        # Random streams: nucleation WE, nucleation CE, new filaments, flicker, fuse, per-cell
+        # scatter, pores (a stream added at the end leaves the others' draws unchanged).
+        rng_nuc_we, rng_nuc_ce, rng_fil, rng_flicker, rng_fuse, rng_cell, rng_pores = _streams(
+            self.params.seed, 7
+        )
         # No two pellets are alike: defects, surface films and the interphase's starting state
         # scatter from cell to cell. One factor each, drawn once per cell from its seed.
         spread = self._mech.cell_to_cell_spread
@@ -759,6 +900,15 @@ class SymmetricCell:
             for rng in (rng_nuc_we, rng_nuc_ce)
         )
         self._filament = Filament(self._mech, self.params.thickness_m, rng_fil, rng_flicker, rng_fuse)
+        self._pores = PoreExtrusion(
+            self.electrolyte,
+            self._mech,
+            self._thickness_um,
+            rng_pores,
+            pressure_pa=self._pressure_pa,
+            temperature_k=self._temperature_k,
+            sides=2,
+        )
         self._refresh_conditions()
         # Book-keeping.
         self._elapsed_s = 0.0
@@ -798,6 +948,7 @@ class SymmetricCell:
         self._r_bulk_cm2 = (self._thickness_um * 1e-4) / sigma
         for electrode in (self._we, self._ce):
             electrode.set_conditions(self._pressure_pa, t)
+        self._pores.set_conditions(self._pressure_pa, t)
 
     # --- resistances ----------------------------------------------------------------------------
     def bulk_resistance_ohm(self) -> float:
@@ -842,6 +993,8 @@ class SymmetricCell:
             elapsed_s=self._elapsed_s,
             charge_passed_c=self._charge_c,
             charge_throughput_c=self._throughput_c,
+            pore_front_um=self._pores.front_um,
+            pore_channels_connected=self._pores.connected,
         )
 
     # --- electrical solution --------------------------------------------------------------------
@@ -984,6 +1137,11 @@ class SymmetricCell:
             self._ce.rest(dt)
         else:
             self._run(dt, j_total)
+        # Li extrusion into the pores (mechanism 11), current or not: each bridged channel is a
+        # filament formation across the ionic path as it is now.
+        for _ in range(self._pores.advance(dt)):
+            j_ion, v = self._split(j_total)
+            self._filament.nucleate(self._ionic_ohm(j_ion, v))
         self._elapsed_s += dt
         self._charge_c += current_a * dt
         self._throughput_c += abs(current_a) * dt

@@ -92,8 +92,16 @@ F10. Impedance (math sign convention, capacitive Im Z < 0): R_bulk + (R_gb ∥ C
     K = τ/(3·C_int), C_int the intercalation capacitance dQ/dE (low frequency: K/5 + 1/(jωC_int),
     the K/5 being exactly the quasi-steady diffusion resistance of F3). A filament shunts it all.
 
+F11. Li extrusion into the separator's pores (`simulators.cell.PoreExtrusion`, mechanism 11 of the
+    symmetric model): above the pore-entry pressure a Li-metal anode creeps into the separator's pore
+    channels, current or not, and each channel it bridges is a filament formation (F7). Only the
+    anode pushes Li in, so a channel is bridged when the front has run its whole length, τ·L, not
+    half of it as in a symmetric cell: 2^(n+1) = 8 times later at the same conditions. Li-In does
+    not extrude (an intermetallic, far harder than Li). 500 µm LPSCl, Li anode, open circuit,
+    25 °C: first short after ~115 h at 25 MPa, ~6 h at 75 MPa (median of seeds); none ≤ 10 MPa.
+
 Seeded randomness as in `simulators.cell`: one stream each for nucleation, new filaments, flicker,
-fuse and the once-per-cell scatter (anode: j_pl, j0, R0 ±10 %; cathode: w_max ±3 %, r0 ±10 % [T]).
+fuse, the pores and the once-per-cell scatter (anode: j_pl, j0, R0 ±10 %; cathode: w_max ±3 %, r0 ±10 % [T]).
 Same seed and same calls give the same results.
 
 Resulting calibration (tests/unit/simulators/test_fullcell.py; NMC811 | 500 µm LPSCl | Li-In,
@@ -127,6 +135,7 @@ from simulators.cell import (
     Filament,
     LithiumElectrode,
     LithiumMechanics,
+    PoreExtrusion,
     ShortKind,
     apex_frequency_hz,
     arrhenius_ev,
@@ -266,6 +275,8 @@ class FullCellState:
         charge_passed_c: Net terminal charge ∫I dt (C); positive = charged.
         charge_throughput_c: ∫|I| dt (C).
         ionic_charge_c: Net charge carried by Li⁺ through the separator (C), the filament excluded.
+        pore_front_um: How far the anode's Li has extruded into the separator's pores (µm, F11).
+        pore_channels_connected: How many pore channels the anode's Li has bridged so far.
     """
 
     extracted_mah_g: float
@@ -288,6 +299,8 @@ class FullCellState:
     charge_passed_c: float
     charge_throughput_c: float
     ionic_charge_c: float
+    pore_front_um: float = 0.0
+    pore_channels_connected: int = 0
 
 
 class FullCell:
@@ -324,8 +337,9 @@ class FullCell:
         # Capacity-equivalent active mass of the cell (g): m·scale, in table units.
         self._active_g = active_g_cm2 * self._area_cm2
         self._mass_eq_g = self._active_g * self._scale
-        # Random streams: nucleation, new filaments, flicker, fuse, per-cell scatter.
-        rng_nuc, rng_fil, rng_flicker, rng_fuse, rng_cell = random_streams(p.seed, 5)
+        # Random streams: nucleation, new filaments, flicker, fuse, per-cell scatter, pores (added
+        # last, so the others' draws are unchanged).
+        rng_nuc, rng_fil, rng_flicker, rng_fuse, rng_cell, rng_pores = random_streams(p.seed, 6)
         spread = self._mech.cell_to_cell_spread
         scatter_plating, scatter_exchange, scatter_interphase = (
             math.exp(rng_cell.gauss(0.0, spread)) for _ in range(3)
@@ -347,6 +361,17 @@ class FullCell:
             scatter_interphase=scatter_interphase,
         )
         self._filament = Filament(self._mech, p.separator_thickness_m, rng_fil, rng_flicker, rng_fuse)
+        # Li extrusion into the separator's pores (F11): from the anode face only.
+        self._pores = PoreExtrusion(
+            self.electrolyte,
+            self._mech,
+            p.separator_thickness_m * 1e6,
+            rng_pores,
+            pressure_pa=self._pressure_pa,
+            temperature_k=self._temperature_k,
+            metal=self.anode_metal,
+            sides=1,
+        )
         # Cathode state (table units): q of wired particles, the isolated pool, hysteresis branch.
         self._q = 0.0
         self._damage = 0.0
@@ -395,6 +420,7 @@ class FullCell:
         cm, el, t = self._cm, self.electrolyte, self._temperature_k
         p_mpa = self._pressure_pa / 1e6
         self._anode.set_conditions(self._pressure_pa, t)
+        self._pores.set_conditions(self._pressure_pa, t)
         sigma = el.sigma_25_s_cm * arrhenius_ev(el.ea_ev, t)  # S/cm
         # Separator L/σ and composite L_c/(3·σ·ε^1.5), both Ω·cm².
         self._r_sep_cm2 = self._sep_cm / sigma
@@ -554,6 +580,8 @@ class FullCell:
             charge_passed_c=self._charge_c,
             charge_throughput_c=self._throughput_c,
             ionic_charge_c=self._ionic_c,
+            pore_front_um=self._pores.front_um,
+            pore_channels_connected=self._pores.connected,
         )
 
     # --- electrical solution --------------------------------------------------------------------
@@ -734,6 +762,11 @@ class FullCell:
         remaining = dt
         while remaining > 0.0:
             remaining -= self._substep(remaining, current_a)
+        # Li extrusion into the separator's pores (F11), current or not; each bridged channel is a
+        # filament formation across the ionic path as it is now.
+        for _ in range(self._pores.advance(dt)):
+            i_ion, v = self._split(current_a)
+            self._filament.nucleate(self._ionic_ohm(i_ion, v))
         self._elapsed_s += dt
         self._charge_c += current_a * dt
         self._throughput_c += abs(current_a) * dt

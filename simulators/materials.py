@@ -19,6 +19,13 @@ Sources (see /work/shared/DOMAIN.md §3):
   activation energy and the relaxation frequency of the grain-boundary arc are "typical practice" values
   too: sulfides have a small grain-boundary arc at high frequency, near or above 1 MHz at 25 °C, higher
   for the faster conductors, more pronounced in glass-ceramics (Li3PS4, Li7P3S11).
+- Li extrusion into the pellet's pores (mechanism 11 of `simulators.cell`): the pore-entry pressure
+  and the flow factor are "typical practice" values too. A cold-pressed sulfide pellet keeps some
+  per cent of porosity with sub-µm throats; Li has to be pushed well above its bulk yield stress
+  (~0.8 MPa) to enter them, ~10 MPa for Li6PS5Cl [T]. A non-passivating electrolyte (LGPS-type)
+  reacts with the Li on the pore walls and lines the channel with a mixed-conducting,
+  Li-wetted interphase (Li-Ge/Li-Si alloys, Li2S, Li3P): the Li enters at a lower pressure and the
+  channel conducts electrons sooner, so its channels short several times faster [T].
 """
 
 from __future__ import annotations
@@ -61,6 +68,12 @@ class Electrolyte:
             share grows when cold.
         gb_frequency_hz: Apex frequency of the grain-boundary arc at 25 °C (Hz). In the brick-layer
             model it is σ_gb/(2π·ε0·ε_gb), a material constant independent of the pellet's geometry.
+        pore_entry_pressure_mpa: Stack pressure above which Li metal enters the pellet's
+            surface-connected pores (MPa): set by the pore throat size of a dense cold-pressed pellet
+            and by how well Li wets the pore walls (mechanism 11 of `simulators.cell`).
+        pore_flow_factor: Factor on the speed of the Li front in those pores (1 for a passivating
+            interphase). A mixed-conducting interphase grows along the pore walls ahead of the Li,
+            so the electronic path through a channel closes sooner: > 1.
         aliases: Other names users type for this material (case-insensitive).
     """
 
@@ -80,6 +93,8 @@ class Electrolyte:
     gb_resistance_fraction: float = 0.10
     gb_ea_ev: float = 0.40
     gb_frequency_hz: float = 1e6
+    pore_entry_pressure_mpa: float = 10.0
+    pore_flow_factor: float = 1.0
     aliases: tuple[str, ...] = ()
 
 
@@ -87,6 +102,9 @@ class Electrolyte:
 # module docstring); the grain-boundary frequency scales roughly with σ25 (σ_gb/ε_gb, same ε_gb).
 # A passivating growth of 0.004 Ω·cm²/√s adds ~1.2 Ω·cm² after 1 day and ~3.4 Ω·cm² after 200 h;
 # a linear 2 Ω·cm²/h (5.6e-4 Ω·cm²/s) adds ~48 Ω·cm² per day, which EIS sees within hours.
+# Pores (mechanism 11): every pellet 10 MPa entry pressure and flow factor 1 [T], except the
+# non-passivating LGPS-type ones (7 MPa; ×3 for LGPS, whose interphase grows twice as fast as
+# LiSiPSCl's, ×2 for LiSiPSCl) [T].
 _TABLE: tuple[Electrolyte, ...] = (
     Electrolyte(
         name="Li6PS5Cl",
@@ -147,6 +165,8 @@ _TABLE: tuple[Electrolyte, ...] = (
         gb_resistance_fraction=0.15,
         gb_ea_ev=0.28,
         gb_frequency_hz=4e6,
+        pore_entry_pressure_mpa=7.0,
+        pore_flow_factor=3.0,
         aliases=("LGPS",),
     ),
     Electrolyte(
@@ -159,6 +179,8 @@ _TABLE: tuple[Electrolyte, ...] = (
         gb_resistance_fraction=0.15,
         gb_ea_ev=0.3,
         gb_frequency_hz=8e6,
+        pore_entry_pressure_mpa=7.0,
+        pore_flow_factor=2.0,
         aliases=("LiSiPSCl", "LSiPSCl"),
     ),
 )
