@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from labctl import units
-from labctl.analysis.ccd import analyse_ccd
+from labctl.analysis.ccd import analyse_ccd, ccd_per_cell
+from labctl.analysis.shorts import short_watch
 from labctl.clock import Clock, RealClock, SimulatedClock
 from labctl.config import StationConfig, connect_station
 from labctl.data import Bus, Journal
@@ -252,6 +253,10 @@ def build_result(
             }
             for c in cycles
         ]
+    if "ccd_per_cell" in wanted:
+        result["ccd_per_cell"] = [cell.as_dict() for cell in ccd_per_cell(journal)]
+    if "time_to_short" in wanted:
+        result["short_watch"] = short_watch(journal).as_dict()
     if {"impedance", "r_int_over_time", "r_int_per_pressure"} & wanted:
         from labctl.analysis.cycling import impedance_series
 

@@ -87,10 +87,14 @@ async def simulated_station(
     """
     if rig not in RIGS:
         raise ConfigError(f"simulated rig {rig!r}: choose one of {', '.join(RIGS)}")
-    cell = simulated_cell(plan, seed)
+    from simulators.base import CellHolder
+
+    # The fixture: a protocol that asks for a new cell gets the next pellet (seed + n) in it.
+    cell = CellHolder(simulated_cell(plan, seed), lambda n: simulated_cell(plan, seed + n))
     potentiostat = _emstat4 if "eis" in plan.needs else _keithley2450
     async with contextlib.AsyncExitStack() as stack:
         station = await stack.enter_async_context(potentiostat(cell, clock, seed))
+        station.replace_cell = cell.replace
         if "temperature" in plan.needs:
             station.thermostat = await stack.enter_async_context(_heater(cell, plan, clock))
         if "pressure" in plan.needs:
@@ -133,7 +137,7 @@ async def _screw_rig(
         cell=cell,
         temperature_k=plan.temperature_k,
         # a full cell breathes (cathode strain, Li moved): at a fixed gap that changes the force
-        thickness_change_m=getattr(cell, "thickness_change_m", 0.0),
+        thickness_change_m=lambda: cell.thickness_change_m() if hasattr(cell, "thickness_change_m") else 0.0,
     )
     async with (
         Mark10PtyServer(Mark10Simulator(stack, clock.monotonic, seed=seed)) as gauge_port,

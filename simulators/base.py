@@ -96,3 +96,34 @@ class RandlesLoad:
         """R0 + R1 / (1 + jωR1C1), in Ω (capacitive Z″ < 0)."""
         omega = 2.0 * math.pi * frequency_hz
         return self.r0_ohm + self.r1_ohm / (1.0 + 1j * omega * self.r1_ohm * self.c1_f)
+
+
+class CellHolder:
+    """The cell fixture of a simulated bench: instruments, rig and heater hold it, the cell inside can change.
+
+    Why a holder: a CCD destroys its cell, so a CCD-vs-pressure campaign puts a fresh cell in the same
+    fixture for every level. Everything coupled to the fixture keeps its reference to the holder, and
+    every attribute read or call goes to the present cell. Stack pressure and temperature are
+    properties of the fixture, so a new cell starts at the ones the old cell felt.
+    """
+
+    def __init__(self, cell: object, make_cell: Callable[[int], object]) -> None:
+        object.__setattr__(self, "cell", cell)
+        object.__setattr__(self, "_make_cell", make_cell)
+        object.__setattr__(self, "cells", 1)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(object.__getattribute__(self, "cell"), name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(self.cell, name, value)  # pressure_pa, temperature_k: set by the rig and the heater
+
+    def replace(self) -> None:
+        """Put the next fresh cell in (its own seed: a different pellet), at the fixture's P and T."""
+        old = self.cell
+        new = self._make_cell(self.cells)
+        for condition in ("pressure_pa", "temperature_k"):
+            if hasattr(old, condition):
+                setattr(new, condition, getattr(old, condition))
+        object.__setattr__(self, "cell", new)
+        object.__setattr__(self, "cells", self.cells + 1)

@@ -25,7 +25,8 @@ exactly for τ frozen at the start of the step (u ← u·exp(−h/τ)), which is
 Coupling: an actuator simulator attaches itself as the `drive`; each sub-step asks it for the
 position at the end of the step (it may clamp the position where the force would exceed its
 thrust, see `position_for_force`). If `cell` is given (any object with a settable `pressure_pa`),
-every advance sets `cell.pressure_pa = F / area_m2`.
+every advance sets `cell.pressure_pa = F / area_m2`, and if it has a `temperature_k` (set by a
+heater simulator) the creep follows that temperature.
 
 The model is deterministic (no noise; the gauge adds its own).
 """
@@ -176,6 +177,8 @@ class StackMechanics:
         if dt < 0:
             raise ValueError(f"dt must be >= 0, got {dt!r}")
         end = self.t + dt
+        # the stack sits on the cell's heater: creep follows the temperature the heater gives it
+        self.temperature_k = getattr(self.cell, "temperature_k", self.temperature_k)
         while self.t < end:
             moving = self.drive is not None and self.drive.moving
             h = min(self.motion_step_s if moving else self.max_step_s, end - self.t)

@@ -8,12 +8,13 @@ polarizations below refer to the WE's half-cycles (the other electrode does the 
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from labctl import units
-from labctl.data import EventKind, Journal, Sample
+from labctl.data import Event, EventKind, Journal, Sample
 
 
 @dataclass
@@ -67,15 +68,77 @@ class CcdResult:
 
 def analyse_ccd(journal: Journal) -> CcdResult:
     """Compute CCD, the density at which the cell shorted and the critical stripping current."""
+    return _analyse(list(journal.events()), list(journal.samples()))
+
+
+@dataclass
+class CellCcd:
+    """The CCD of one cell of a campaign (one cell per pressure or temperature level)."""
+
+    cell: int
+    pressure_pa: float | None
+    temperature_k: float | None
+    result: CcdResult
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for result.json (levels left out: the report has them per cell)."""
+        numbers = self.result.as_dict()
+        numbers.pop("levels")
+        return {
+            "cell": self.cell,
+            "pressure_MPa": None if self.pressure_pa is None else round(self.pressure_pa / 1e6, 4),
+            "temperature_C": None if self.temperature_k is None else round(self.temperature_k - 273.15, 2),
+            **numbers,
+        }
+
+
+def ccd_per_cell(journal: Journal) -> list[CellCcd]:
+    """One CCD per cell: the run is cut where a `wait` put a new cell in (`new_cell`).
+
+    A CCD destroys its cell, so a CCD-vs-pressure or -temperature campaign ramps a fresh cell at
+    each level; each cell's conditions are the median measured pressure and temperature while
+    current flowed.
+    """
     events = list(journal.events())
+    samples = list(journal.samples())
+    cuts = [i for i, e in enumerate(events) if e.kind is EventKind.PAUSED and e.data.get("new_cell")]
+    bounds = [0, *cuts, len(events)]
+    cells: list[CellCcd] = []
+    for start, stop in itertools.pairwise(bounds):
+        segment = events[start:stop]
+        steps = {e.step for e in segment if e.kind is EventKind.STEP_STARTED}
+        mine = [s for s in samples if s.step in steps]
+        result = _analyse(segment, mine, start_ns=segment[0].t_ns if segment else None)
+        if not result.half_cycles:
+            continue  # no current passed (e.g. the part before the first new cell)
+        ramp = [s for s in mine if s.values.get("current_a")]
+        cells.append(
+            CellCcd(
+                len(cells) + 1,
+                _median(ramp, "pressure_pa"),
+                _median(ramp, "temperature_k"),
+                result,
+            )
+        )
+    return cells
+
+
+def _median(samples: list[Sample], key: str) -> float | None:
+    values = [s.values[key] for s in samples if key in s.values]
+    return statistics.median(values) if values else None
+
+
+def _analyse(events: list[Event], samples: list[Sample], start_ns: int | None = None) -> CcdResult:
     samples_by_step: dict[int, list[Sample]] = {}
-    for sample in journal.samples():
+    for sample in samples:
         samples_by_step.setdefault(sample.step, []).append(sample)
     started = {e.step: e for e in events if e.kind is EventKind.STEP_STARTED}
     ended = {e.step: e for e in events if e.kind is EventKind.STEP_ENDED}
     detectors = [e for e in events if e.kind is EventKind.DETECTOR]
     shorts = [e for e in detectors if e.data.get("type") == "short_circuit"]
-    run_start = next((e.t_ns for e in events if e.kind is EventKind.RUN_STARTED), None)
+    run_start = start_ns
+    if run_start is None:
+        run_start = next((e.t_ns for e in events if e.kind is EventKind.RUN_STARTED), None)
 
     half_cycles: list[HalfCycle] = []
     short_step = shorts[0].step if shorts else None

@@ -27,6 +27,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from labctl.analysis.ccd import CellCcd
 from labctl.analysis.cycling import CycleMetrics, HalfCyclePolarization, ImpedancePoint
 from labctl.analysis.eis import EisFit, Spectrum
 
@@ -611,4 +612,40 @@ def plot_polarization(
             rotation=90,
             va="center",
         )
+    return _save(fig, path, title)
+
+
+# --- 7. CCD per cell against a condition --------------------------------------------------------
+
+
+def plot_ccd_per_cell(
+    path: Path, *, condition: Sequence[float], xlabel: str, cells: Sequence[CellCcd], title: str
+) -> Path:
+    """CCD (completed level) and the density that shorted each cell, against the varied condition.
+
+    A cell that never shorted gives only a lower bound: drawn as an open triangle pointing up.
+    """
+    fig, ax = _figure(1, height_in=4.5)
+    x = np.asarray(condition, dtype=float)
+    ccd = np.array([_nan(c.result.ccd_ma_cm2) for c in cells])
+    short = np.array([_nan(c.result.short_at_ma_cm2) for c in cells])
+    shorted = ~np.isnan(short)
+    ax.plot(x[shorted], ccd[shorted], "o-", color=_STRIP, ms=6, label="CCD (last level completed)")
+    ax.plot(x[shorted], short[shorted], "x", color=_PLATE, ms=7, label="shorted at")
+    if (~shorted).any():
+        ax.plot(x[~shorted], ccd[~shorted], "^", mfc="none", color=_STRIP, ms=8, label="no short: CCD ≥")
+    for xi, cell in zip(x, cells, strict=True):
+        ax.annotate(
+            f"cell {cell.cell}",
+            (xi, _nan(cell.result.ccd_ma_cm2)),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=7,
+            color="0.4",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("current density / mA cm⁻²")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
     return _save(fig, path, title)

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from labctl import units
-from labctl.analysis.ccd import analyse_ccd
+from labctl.analysis.ccd import CellCcd, analyse_ccd, ccd_per_cell
 from labctl.analysis.cycling import (
     CycleMetrics,
     ImpedanceSeries,
@@ -43,12 +43,14 @@ from labctl.analysis.plots import (
     conditions_title,
     plot_bode,
     plot_capacity,
+    plot_ccd_per_cell,
     plot_impedance_trend,
     plot_nyquist,
     plot_polarization,
     plot_pressure,
     plot_voltage_current,
 )
+from labctl.analysis.shorts import ShortWatch, short_watch
 from labctl.data import Event, EventKind, Journal
 from labctl.data.export import CURRENT_KINDS, StepExecution, run_start_ns, step_executions
 from labctl.data.rundir import JOURNAL, PROTOCOL, RESULT, SETTINGS
@@ -76,6 +78,8 @@ class _Run:
     symmetric: SymmetricCycling | None = None
     cycles: list[CycleMetrics] = field(default_factory=list)
     impedance: ImpedanceSeries | None = None
+    ccd_cells: list[CellCcd] = field(default_factory=list)
+    short_watch: ShortWatch | None = None
 
     @property
     def cell(self) -> dict[str, Any]:
@@ -158,7 +162,13 @@ def _read(run_dir: Path) -> _Run:
             run.cycles = full_cell_cycles(journal, area_cm2=run.area_cm2, active_mass_mg=run.active_mass_mg)
         elif passes_current:
             run.symmetric = symmetric_cycling(journal, area_cm2=run.area_cm2)
-            run.ccd = _ccd(run, journal)
+            asked = _protocol_results(run_dir) or []
+            if "ccd_per_cell" in asked:  # one CCD per cell: a run-wide CCD would mix the cells
+                run.ccd_cells = ccd_per_cell(journal)
+            else:
+                run.ccd = _ccd(run, journal)
+            if "time_to_short" in asked:
+                run.short_watch = short_watch(journal)
         if run.eis_points:
             run.impedance = impedance_series(journal)
     finally:
@@ -238,7 +248,15 @@ def _figures(run: _Run, out: Path) -> list[tuple[str, Path]]:
                     ),
                 )
             )
-    if run.symmetric is not None and run.symmetric.half_cycles:
+    if run.ccd_cells:
+        varied = _varied_condition(run.ccd_cells)
+        if varied is not None:
+            label, xlabel, values = varied
+            path = plot_ccd_per_cell(
+                out / "ccd_per_cell.png", condition=values, xlabel=xlabel, cells=run.ccd_cells, title=title
+            )
+            figures.append((f"CCD against {label}, one cell per level", path))
+    if run.symmetric is not None and run.symmetric.half_cycles and not run.ccd_cells:
         failure = None
         if run.symmetric.failure and run.symmetric.hours_to_failure is not None:
             t_fail = run.symmetric.hours_to_failure + run.symmetric.half_cycles[0].t_start_h
@@ -290,6 +308,17 @@ def _figures(run: _Run, out: Path) -> list[tuple[str, Path]]:
                 )
             )
     return figures
+
+
+def _varied_condition(cells: list[CellCcd]) -> tuple[str, str, list[float]] | None:
+    """Which condition the campaign varied: (name, axis label, values), stack pressure first."""
+    pressures = [c.pressure_pa / 1e6 if c.pressure_pa is not None else math.nan for c in cells]
+    temperatures = [c.temperature_k - 273.15 if c.temperature_k is not None else math.nan for c in cells]
+    if max(pressures) > 1.05 * min(pressures):
+        return "stack pressure", "stack pressure / MPa", pressures
+    if max(temperatures) > min(temperatures) + 2.0:
+        return "temperature", "temperature / °C", temperatures
+    return "cell", "cell", [float(c.cell) for c in cells]
 
 
 def _short_marker(run: _Run) -> Marker | None:
@@ -449,8 +478,14 @@ def _results(run: _Run) -> list[str]:
         rows.append(["Short circuit", short])
         critical = ccd.get("critical_stripping_current_mA_cm2")
         rows.append(["Critical stripping current", f"{_num(critical)} mA/cm²" if critical else "not reached"])
+    if run.ccd_cells:
+        ccds = [c.result.ccd_ma_cm2 for c in run.ccd_cells if c.result.ccd_ma_cm2 is not None]
+        span = f"{_num(min(ccds))} to {_num(max(ccds))} mA/cm²" if ccds else "not determined"
+        rows.append(["CCD per cell", f"{len(run.ccd_cells)} cells, {span} (table below)"])
+    if run.short_watch is not None:
+        rows += _short_watch_rows(run.short_watch)
     sym = run.symmetric
-    if sym is not None and sym.half_cycles:
+    if sym is not None and sym.half_cycles and not run.ccd_cells:
         if sym.failure:
             where = f"{sym.failure} at {_num(sym.failure_density_ma_cm2)} mA/cm²"
             rows.append(["Hours of cycling to failure", f"{_num(sym.hours_to_failure)} h ({where})"])
@@ -473,13 +508,50 @@ def _results(run: _Run) -> list[str]:
         out += _table(["quantity", "value"], rows)
     else:
         out += ["No current was passed and no impedance was measured: nothing to evaluate.", ""]
-    if sym is not None and sym.half_cycles:
+    if run.ccd_cells:
+        out += _ccd_cell_table(run.ccd_cells)
+    elif sym is not None and sym.half_cycles:
         out += _half_cycle_table(run)
     if run.cycles:
         out += _cycle_table(run)
     if run.impedance is not None and run.impedance.points:
         out += _impedance_table(run)
     return out
+
+
+def _short_watch_rows(watch: ShortWatch) -> list[list[Any]]:
+    held = f"at {_num(watch.hold_pressure_pa / 1e6, 3)} MPa" if watch.hold_pressure_pa else ""
+    if watch.shorted:
+        value = f"{_num(watch.time_to_short_s / 3600 if watch.time_to_short_s else None)} h {held}"
+    else:
+        value = f"none: held {_num(watch.watched_s / 3600)} h {held} without a short"
+    return [["Time to short (no current)", value.strip()], ["Resistance probes", watch.probes]]
+
+
+def _ccd_cell_table(cells: list[CellCcd]) -> list[str]:
+    rows = []
+    for c in cells:
+        r = c.result
+        ccd = _num(r.ccd_ma_cm2) if r.short_at_ma_cm2 is not None else f"≥ {_num(r.ccd_ma_cm2)}"
+        rows.append(
+            [
+                c.cell,
+                _num(c.pressure_pa / 1e6 if c.pressure_pa is not None else None, 3),
+                _num(c.temperature_k - 273.15 if c.temperature_k is not None else None, 3),
+                ccd,
+                _num(r.short_at_ma_cm2),
+                _num(r.short_time_s / 3600 if r.short_time_s else None, 3),
+            ]
+        )
+    header = [
+        "cell",
+        "pressure / MPa",
+        "temperature / °C",
+        "CCD / mA cm⁻²",
+        "shorted at / mA cm⁻²",
+        "short after / h",
+    ]
+    return ["### CCD per cell", "", *_table(header, rows)]
 
 
 def _half_cycle_table(run: _Run) -> list[str]:

@@ -36,7 +36,8 @@ class PneumaticLoopSettings:
     """Measurement period and limits of a pneumatic rig (SI).
 
     Attributes:
-        period_s: measurement period while holding, s.
+        period_s: measurement period while settling or off target, s.
+        hold_period_s: measurement period while on target, s.
         max_force_n: force limit, N: above it the valve is held and the loop faults.
         tolerance_fraction: a deviation beyond this fraction of the target (or `tolerance_pa`,
             whichever is larger) counts as off target.
@@ -45,6 +46,7 @@ class PneumaticLoopSettings:
     """
 
     period_s: float = 1.0
+    hold_period_s: float = 10.0
     max_force_n: float = 2500.0
     tolerance_fraction: float = 0.05
     tolerance_pa: float = 0.1e6

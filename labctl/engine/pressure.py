@@ -28,6 +28,10 @@ from labctl.clock import Clock
 log = logging.getLogger(__name__)
 
 
+ON_TARGET_FRACTION = 0.005
+"""A held pressure within this fraction of its target is on target (the loop slows down)."""
+
+
 class PressureFault(InstrumentError):
     """The pressure loop stopped itself: a force or travel limit, or the gauge/actuator failed."""
 
@@ -38,6 +42,11 @@ class LoopTiming(Protocol):
     @property
     def period_s(self) -> float:
         """Measurement (and, where labctl closes the loop, control) period, s."""
+        ...
+
+    @property
+    def hold_period_s(self) -> float:
+        """The longer period while the pressure sits on its target, s (creep takes hours)."""
         ...
 
 
@@ -157,6 +166,9 @@ class PressureLoopSettings:
 
     Attributes:
         period_s: control period.
+        hold_period_s: control period while the pressure sits on its target (within
+            `ON_TARGET_FRACTION`): Li creep relaxes a stack over hours, so a 10 s period holds it as
+            well and costs a tenth of the gauge and actuator traffic over a months-long hold.
         gain: fraction of the (stiffness-converted) position error corrected per period.
         integral_s: integral time; 0 disables the integral term.
         max_step_m: largest move per period.
@@ -166,6 +178,7 @@ class PressureLoopSettings:
     """
 
     period_s: float = 1.0
+    hold_period_s: float = 10.0
     gain: float = 0.6
     integral_s: float = 20.0
     max_step_m: float = 20e-6
@@ -276,6 +289,9 @@ class StackPressureController:
 
 async def run_loop(controller: StackPressureLoop, stop: asyncio.Event) -> None:
     """Keep regulating at the controller's target until `stop` is set (the runner owns this task)."""
+    settings = controller.settings
     while not stop.is_set():
-        await controller.step()
-        await controller.clock.sleep(controller.settings.period_s)
+        pressure = await controller.step()
+        target = controller.target_pa
+        on_target = target is not None and abs(pressure - target) <= ON_TARGET_FRACTION * target
+        await controller.clock.sleep(settings.hold_period_s if on_target else settings.period_s)

@@ -657,8 +657,17 @@ class Runner:
         await self.station.make_safe()
         self._sample_period = 0.0
         self._set_state(RunState.PAUSED)
-        self._event(step.index, EventKind.PAUSED, {"message": step.note, "timeout_s": step.timeout_s})
+        self._event(
+            step.index,
+            EventKind.PAUSED,
+            {"message": step.note, "timeout_s": step.timeout_s, "new_cell": step.new_cell},
+        )
         await self._flush()
+        if step.new_cell:
+            # A fresh cell: the watches start over (a short detector's healthy reference is the old cell's).
+            self._detectors = [DETECTORS[w.type](w) for w in self.plan.watches]
+            if self.station.replace_cell is not None:
+                self.station.replace_cell()
         if self.auto_resume:
             reason = "resumed automatically (nobody to ask in a simulated run)"
         elif step.timeout_s is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.base import Potentiostat, Thermostat
@@ -25,6 +26,8 @@ class Station:
     """The closed stack-pressure loop, when the bench has a rig (screw or pneumatic)."""
     thermostat: Thermostat | None = None
     """The heater's controller, when the bench has one (its loop runs in the device)."""
+    replace_cell: Callable[[], None] | None = None
+    """A simulated bench puts a fresh cell in (a `wait` with `new_cell`); in a lab, the operator does."""
 
     async def make_safe(self) -> list[str]:
         """Every role to its safe state, in parallel, under a short timeout, even when cancelled.

@@ -139,11 +139,23 @@ class _Compiler:
 
     def compile_repeat(self, repeat: model.RepeatStep, path: Path_, context: dict[str, Any]) -> None:
         iterations = repeat.times or repeat.max or 1
-        check = self.repeat_check(repeat, path) if repeat.until is not None else None
+        contexts = [{**context, "cycle": cycle} for cycle in range(1, iterations + 1)]
+        self.compile_loop(repeat.steps, path, contexts, repeat.until, "cycle")
+
+    def compile_loop(
+        self,
+        steps: list[Any],
+        path: Path_,
+        contexts: list[dict[str, Any]],
+        until: dict[str, Any] | None,
+        counter: str,
+    ) -> None:
+        """Unroll a loop body once per context; with `until`, a check after each iteration can end it."""
+        check = self.loop_check(until, path) if until is not None else None
         end_label = f"{_LOOP_END}{self.loops}"
         self.loops += 1
-        for cycle in range(1, iterations + 1):
-            self.compile_steps(repeat.steps, (*path, "steps"), {**context, "cycle": cycle}, False)
+        for iteration in contexts:
+            self.compile_steps(steps, (*path, "steps"), iteration, False)
             if self.problems or len(self.steps) > MAX_PLAN_STEPS:
                 return
             if check is not None:
@@ -151,26 +163,25 @@ class _Compiler:
                     PlanStep(
                         index=len(self.steps),
                         kind="check",
-                        description=f"check {check.condition} · cycle {cycle}",
+                        description=f"check {check.condition} · {counter} {iteration[counter]}",
                         line=self.source.line_of((*path, "until")),
                         current_a=0.0,
                         density_a_m2=None,
                         ends=(),
                         record=self.record_rule(None),
-                        context={**_plain(context), "cycle": cycle},
+                        context=_plain(iteration),
                         check=check,
                         label=end_label,
                     )
                 )
         self.labels[end_label] = len(self.steps)
 
-    def repeat_check(self, repeat: model.RepeatStep, path: Path_) -> Check | None:
-        assert repeat.until is not None
+    def loop_check(self, until: dict[str, Any], path: Path_) -> Check | None:
         where = (*path, "until")
-        if len(repeat.until) != 1:
+        if len(until) != 1:
             self.problem(where, f"name one condition: {', '.join(model.REPEAT_CONDITIONS)}")
             return None
-        condition, raw = next(iter(repeat.until.items()))
+        condition, raw = next(iter(until.items()))
         if condition not in model.REPEAT_CONDITIONS:
             guess = difflib.get_close_matches(condition, model.REPEAT_CONDITIONS, n=1)
             hint = f"did you mean '{guess[0]}'?" if guess else f"valid: {', '.join(model.REPEAT_CONDITIONS)}"
@@ -193,10 +204,8 @@ class _Compiler:
             return
         if not values:
             self.problem((*path, "values"), "the sweep has no values")
-        for value in values:
-            self.compile_steps(sweep.steps, (*path, "steps"), {**context, sweep.parameter: value}, False)
-            if self.problems:
-                return
+        contexts = [{**context, sweep.parameter: value} for value in values]
+        self.compile_loop(sweep.steps, path, contexts, sweep.until, sweep.parameter)
 
     def sweep_values(self, sweep: model.SweepStep, path: Path_) -> list[Any] | None:
         """Sweep values stay raw text until a step uses them, where their dimension is known."""
@@ -334,7 +343,8 @@ class _Compiler:
         if kind in ("mark", "wait"):
             step["note"] = body.note if kind == "mark" else body.message
             step["timeout_s"] = getattr(body, "timeout", None)
-            description = f"{kind}: {step['note']}"
+            step["new_cell"] = getattr(body, "new_cell", False)
+            description = f"{kind}{' for a new cell' if step['new_cell'] else ''}: {step['note']}"
         if kind == "set":
             setpoints = self.setpoints(body, path, context)
             if setpoints is None:

@@ -286,6 +286,8 @@ RESULT_NAMES = (
     "impedance",
     "r_int_per_pressure",
     "r_int_over_time",
+    "ccd_per_cell",
+    "time_to_short",
 )
 ResultName = Literal[
     "ccd",
@@ -297,6 +299,8 @@ ResultName = Literal[
     "impedance",
     "r_int_per_pressure",
     "r_int_over_time",
+    "ccd_per_cell",
+    "time_to_short",
 ]
 
 
@@ -395,6 +399,9 @@ class WaitStep(Strict):
     label: str | None = None
     message: str = "waiting for the operator"
     timeout: Time | None = None
+    new_cell: bool = False
+    """The operator puts a fresh cell in: the watches forget the old cell (a short detector's
+    healthy reference), and a simulated bench swaps in a new cell model."""
 
 
 class Settle(Strict):
@@ -454,11 +461,16 @@ class GeometricValues(Strict):
 
 
 class SweepStep(Strict):
-    """The inner steps once per value of `parameter`, used in them as ${parameter}."""
+    """The inner steps once per value of `parameter`, used in them as ${parameter}.
+
+    With `until` (a `repeat until` condition, e.g. {detector: short}) the sweep ends early after
+    the first iteration in which it holds: a CCD ramp that stops at the short, not the run.
+    """
 
     label: str | None = None
     parameter: str = Field(pattern=r"^[A-Za-z_]\w*$")
     values: list[Any] | LinearValues | GeometricValues
+    until: dict[str, Any] | None = None
     steps: list[Any]
 
 

@@ -70,7 +70,7 @@ class EisSpec:
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """The end-of-iteration test of a `repeat until` loop; when it holds, go to `target`."""
+    """The end-of-iteration test of a `repeat`/`sweep` `until` loop; when it holds, go to `target`."""
 
     condition: str
     value: Any
@@ -112,6 +112,8 @@ class PlanStep:
     timeout_s: float | None = None
     setpoints: dict[str, float] = field(default_factory=dict)
     check: Check | None = None
+    new_cell: bool = False
+    """A `wait` for the operator to put a fresh cell in."""
 
 
 @dataclass(frozen=True, slots=True)

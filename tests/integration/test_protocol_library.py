@@ -5,6 +5,7 @@ Each protocol runs once; protocols whose physics is checked further have a check
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -34,6 +35,8 @@ EXPECTED = {
     "stack_pressure_sweep.yaml": ({"impedance"}, {"nyquist.png", "impedance_trend.png"}),
     "temperature_sweep.yaml": ({"impedance"}, {"nyquist.png", "impedance_trend.png"}),
     "full_cell_pressure.yaml": ({"cycles"}, {"pressure.png", "capacity.png"}),
+    "ccd_vs_pressure.yaml": ({"ccd_per_cell"}, {"ccd_per_cell.png", "pressure.png"}),
+    "ccd_vs_temperature.yaml": ({"ccd_per_cell"}, {"ccd_per_cell.png"}),
 }
 
 
@@ -69,7 +72,23 @@ def _full_cell_pressure(report: RunReport, journal: Journal) -> None:
     assert max(breathing) - min(breathing) > 0.1e6
 
 
+def _ccd_per_cell(condition: str, levels: list[float]):
+    """One fresh cell per level, each shorted by its own ramp; the CCD rises with the condition."""
+
+    def check(report: RunReport, journal: Journal) -> None:
+        cells = report.result["ccd_per_cell"]
+        assert [c[condition] for c in cells] == pytest.approx(levels, abs=0.1)  # measured, not stated
+        assert all(c["short_at_mA_cm2"] is not None for c in cells)  # each cell's ramp ended at its short
+        ccds = [c["ccd_mA_cm2"] for c in cells]
+        assert all(b > a for a, b in itertools.pairwise(ccds)), ccds
+        assert ccds[-1] > 5 * ccds[0]
+
+    return check
+
+
 CHECKS = {
+    "ccd_vs_pressure.yaml": _ccd_per_cell("pressure_MPa", [1, 2, 3, 5]),
+    "ccd_vs_temperature.yaml": _ccd_per_cell("temperature_C", [25, 40, 60, 80]),
     "stack_pressure_sweep.yaml": _stack_pressure_sweep,
     "temperature_sweep.yaml": _temperature_sweep,
     "full_cell_pressure.yaml": _full_cell_pressure,

@@ -273,3 +273,53 @@ async def test_conditions_outside_the_pressure_window_are_an_alarm(clock, fake_p
     )
     _, _, outcome = await run(text, pot, clock, tmp_path)
     assert outcome.state is RunState.ALARM and "stack pressure 5 MPa outside" in outcome.reason
+
+
+async def test_a_ramp_per_new_cell_ends_at_each_cells_short(clock, fake_potentiostat, tmp_path):
+    """A CCD campaign: each `new_cell` wait swaps the cell; a short ends only that cell's ramp."""
+    from labctl.analysis.ccd import ccd_per_cell
+
+    cell = {"n": 1}
+    shorts_at_ma = {2: 2.0, 3: 3.0}  # the cells put in at the two waits; the second is tougher
+
+    def volts(t, i):
+        return 1e-6 if abs(i) >= shorts_at_ma[cell["n"]] * 1e-3 - 1e-9 else 20.0 * i
+
+    def swap() -> None:
+        cell["n"] += 1
+
+    pot = fake_potentiostat(volts)
+    text = (
+        HEADER.replace("min: 0 V", "min: -1 V")
+        + """\
+watch:
+  short: {type: short_circuit, action: next}
+steps:
+  - sweep:
+      parameter: level
+      values: [1, 2]
+      steps:
+        - wait: {message: put a fresh cell in, new_cell: true}
+        - sweep:
+            parameter: j
+            values: [1 mA/cm^2, 2 mA/cm^2, 3 mA/cm^2, 4 mA/cm^2]
+            until: {detector: short}
+            steps:
+              - current: {density: "${j}", until: {time: 5 min}}
+              - current: {density: "-${j}", until: {time: 5 min}}
+"""
+    )
+    plan = compile_text(text)
+    journal = Journal(tmp_path / "journal.sqlite")
+    station = Station("t", pot, replace_cell=swap)
+    outcome = await Runner(plan, station, clock, journal, Bus(), auto_resume=True).run()
+    assert outcome.state is RunState.DONE
+    assert cell["n"] == 3  # swapped at both waits
+    cells = ccd_per_cell(journal)
+    assert [(c.result.ccd_ma_cm2, c.result.short_at_ma_cm2) for c in cells] == [(1.0, 2.0), (2.0, 3.0)]
+    started = [
+        e.data["density_a_m2"]
+        for e in journal.events([EventKind.STEP_STARTED])
+        if e.data["kind"] == "current"
+    ]
+    assert max(abs(d) for d in started) == pytest.approx(30.0)  # 3 mA/cm²: no cell ramped to 4

@@ -223,3 +223,32 @@ def test_set_steps_validate_and_declare_the_role_they_need():
         "settle_hold_s": 300.0,
     }
     assert plan.needs == frozenset({"pressure"})
+
+
+def test_sweep_until_ends_each_ramp_with_its_own_check_and_waits_can_ask_for_a_new_cell():
+    text = MINIMAL + (
+        "  - sweep:\n      parameter: p\n      values: [1 MPa, 3 MPa]\n      steps:\n"
+        "        - wait: {message: fresh cell, new_cell: true}\n"
+        "        - sweep:\n            parameter: j\n            values: [1 mA/cm^2, 2 mA/cm^2]\n"
+        "            until: {detector: short}\n            steps:\n"
+        "              - current: {density: '${j}', until: {time: 1 h}}\n"
+        "watch:\n  short: {type: short_circuit, action: next}\n"
+    )
+    plan = compile_text(text)
+    kinds = [s.kind for s in plan.steps]
+    assert kinds == ["rest"] + (["wait"] + ["current", "check"] * 2) * 2
+    checks = [s for s in plan.steps if s.kind == "check"]
+    # each ramp's checks jump just past that ramp: to the next cell's wait, then to the end
+    assert [c.check.target for c in checks] == [6, 6, 11, 11]
+    assert plan.steps[6].kind == "wait" and plan.steps[6].new_cell
+    assert next(c.description for c in checks).startswith("check detector")
+
+
+def test_sweep_until_names_a_known_condition_and_watch():
+    text = MINIMAL + (
+        "  - sweep:\n      parameter: j\n      values: [1 mA/cm^2]\n      until: {detector: shrot}\n"
+        "      steps:\n        - current: {density: '${j}', until: {time: 1 h}}\n"
+        "watch:\n  short: {type: short_circuit}\n"
+    )
+    with pytest.raises(ProtocolError, match="shrot"):
+        compile_text(text)
