@@ -240,10 +240,64 @@ class CoulombicEfficiencyDetector(_CycleDetector):
         )
 
 
+class ConditionDriftDetector:
+    """A measured condition (stack pressure or temperature) held off its set-point for too long.
+
+    Judged on every sample through `conditions()`, which the runner calls with the measured values
+    and the set-points in force (None while nothing is held).
+    """
+
+    def __init__(self, watch: Watch) -> None:
+        self.name = watch.name
+        self.quantity = "pressure" if watch.type == "pressure_drift" else "temperature"
+        self.band = watch.params["band"]
+        self.debounce = watch.params["debounce"]
+        self._off_since: float | None = None
+        self._fired = False
+
+    def begin_step(self, step: PlanStep, t0: float) -> None:
+        """Drift is judged across steps: nothing to arm."""
+
+    def end_step(self) -> None:
+        """Nothing carries over per step."""
+
+    def update(self, t: float, voltage_v: float, current_a: float) -> Finding | None:
+        """Voltage and current are not judged."""
+        return None
+
+    def conditions(
+        self, t: float, measured: dict[str, float], targets: dict[str, float | None]
+    ) -> Finding | None:
+        """Judge the measured pressure (Pa) or temperature (K) against its set-point."""
+        target = targets.get(self.quantity)
+        value = measured.get(self.quantity)
+        if target is None or value is None or abs(value - target) <= self.band:
+            self._off_since = None
+            self._fired = False  # back in band: a later drift is a new finding
+            return None
+        if self._off_since is None:
+            self._off_since = t
+        if self._fired or t - self._off_since < self.debounce:
+            return None
+        self._fired = True
+        scale, unit = (1e-6, "MPa") if self.quantity == "pressure" else (1.0, "K")
+        where = f"{value * scale:.4g} {unit}" if self.quantity == "pressure" else f"{value - 273.15:.1f} °C"
+        return Finding(
+            self.name,
+            True,
+            t,
+            f"{self.quantity} {where} is {abs(value - target) * scale:.3g} {unit} off its set-point "
+            f"for {t - self._off_since:.0f} s: check the rig or heater",
+            {"measured": value, "target": target, "since_t": self._off_since},
+        )
+
+
 DETECTORS: dict[str, Any] = {
     "short_circuit": ShortCircuitDetector,
     "stripping_polarization": StrippingPolarizationDetector,
     "capacity_retention": CapacityRetentionDetector,
     "coulombic_efficiency": CoulombicEfficiencyDetector,
+    "pressure_drift": ConditionDriftDetector,
+    "temperature_drift": ConditionDriftDetector,
 }
 """Watch type → detector class (the registry the runner builds from)."""

@@ -142,20 +142,8 @@ class PneumaticPressureLoop:
             PressureFault: a limit tripped, the controller refused the set-point, or not settled
                 within `timeout_s`.
         """
-        if self.fault is not None:
-            raise PressureFault(self.fault)
-        gas_pa = self.gas_setpoint_pa(target_pa)
-        try:
-            await self.controller.set_pressure(gas_pa)
-        except (ValueError, InstrumentRejectedError) as exc:
-            raise PressureFault(
-                f"{target_pa / 1e6:g} MPa on {self.area_m2 * 1e4:g} cm² needs {gas_pa / 1e3:.0f} kPa of gas "
-                f"on the {self.piston_area_m2 * 1e4:g} cm² piston, which the controller refuses ({exc}); "
-                "lower the pressure or use a larger piston"
-            ) from exc
-        self.target_pa = target_pa
-        self._off_target_since = None
-        log.info("stack %.3g MPa: gas set-point %.1f kPa", target_pa / 1e6, gas_pa / 1e3)
+        await self.set_target(target_pa)
+        log.info("stack %.3g MPa: gas %.1f kPa", target_pa / 1e6, self.gas_setpoint_pa(target_pa) / 1e3)
 
         async def measure() -> float:
             if self.fault is not None:
@@ -172,6 +160,30 @@ class PneumaticPressureLoop:
             hold_s=hold_s,
             timeout_s=timeout_s,
         )
+
+    async def set_target(self, target_pa: float) -> None:
+        """Send the gas set-point for `target_pa` (the device regulates from now on)."""
+        if self.fault is not None:
+            raise PressureFault(self.fault)
+        gas_pa = self.gas_setpoint_pa(target_pa)
+        try:
+            if self.target_pa is None:
+                await self.controller.release()  # a held valve ignores set-points: cancel the hold
+            await self.controller.set_pressure(gas_pa)
+        except (ValueError, InstrumentRejectedError) as exc:
+            raise PressureFault(
+                f"{target_pa / 1e6:g} MPa on {self.area_m2 * 1e4:g} cm² needs {gas_pa / 1e3:.0f} kPa of gas "
+                f"on the {self.piston_area_m2 * 1e4:g} cm² piston, which the controller refuses ({exc}); "
+                "lower the pressure or use a larger piston"
+            ) from exc
+        self.target_pa = target_pa
+        self._off_target_since = None
+
+    async def release(self) -> None:
+        """Vent the cylinder: gas set-point zero; then stop regulating."""
+        await self.set_target(0.0)
+        self.target_pa = None
+        await self.read_pressure()
 
     async def hold(self) -> None:
         """Safe state: hold the valve (the sealed cylinder keeps the stack's pressure)."""

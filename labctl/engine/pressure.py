@@ -28,6 +28,9 @@ from labctl.clock import Clock
 log = logging.getLogger(__name__)
 
 
+RELEASE_MARGIN_M = 100e-6
+"""How far a released screw backs off beyond the stack's elastic compression, m."""
+
 ON_TARGET_FRACTION = 0.005
 """A held pressure within this fraction of its target is on target (the loop slows down)."""
 
@@ -85,6 +88,36 @@ class StackPressureLoop(Protocol):
     async def hold(self) -> None:
         """Safe state: stop regulating and keep the pressure the stack has."""
         ...
+
+    async def set_target(self, target_pa: float) -> None:
+        """Regulate toward `target_pa` from the next `step` on, without waiting (a ramp's points)."""
+        ...
+
+    async def release(self) -> None:
+        """Take the pressure off the stack (before a cell swap) and stop regulating."""
+        ...
+
+
+RELEASED_PA = 50e3
+"""A stack below this pressure (Pa) counts as released: the fixture can be opened."""
+
+
+async def ramp_to(loop: StackPressureLoop, target_pa: float, rate_pa_s: float) -> None:
+    """Move the set-point from the present pressure to `target_pa` at `rate_pa_s`, one point per period.
+
+    The loop follows each point as it would a held set-point; settling at the end is the caller's.
+    """
+    clock = loop.clock
+    start_pa = await loop.read_pressure()
+    t0 = clock.monotonic()
+    direction = 1.0 if target_pa >= start_pa else -1.0
+    while True:
+        point = start_pa + direction * rate_pa_s * (clock.monotonic() - t0)
+        if (point - target_pa) * direction >= 0:
+            return
+        await loop.set_target(point)
+        await loop.step()
+        await clock.sleep(loop.settings.period_s)
 
 
 class PressureHistory:
@@ -285,6 +318,20 @@ class StackPressureController:
         """Safe state: stop the screw where it is (the stack keeps its pressure)."""
         self.target_pa = None
         await self.actuator.stop()
+
+    async def set_target(self, target_pa: float) -> None:
+        """Regulate toward `target_pa` from the next step on (the integral term is kept)."""
+        self.target_pa = target_pa
+
+    async def release(self) -> None:
+        """Back the screw off past where the stack stops pushing (elastic compression + 0.1 mm)."""
+        self.target_pa = None
+        await self.actuator.stop()
+        force = await self.gauge.read_force()
+        await self.actuator.move_by(-(max(force, 0.0) / self._stiffness + RELEASE_MARGIN_M))
+        while await self.actuator.is_moving():
+            await self.clock.sleep(self.settings.period_s)
+        await self.read_pressure()
 
 
 async def run_loop(controller: StackPressureLoop, stop: asyncio.Event) -> None:

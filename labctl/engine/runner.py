@@ -28,7 +28,7 @@ from labctl.clock import Clock
 from labctl.data import Bus, Event, EventKind, Journal, Sample, Status
 from labctl.engine.cycles import Cycle, CycleTracker
 from labctl.engine.detectors import DETECTORS, Finding
-from labctl.engine.pressure import run_loop
+from labctl.engine.pressure import RELEASED_PA, PressureFault, StackPressureLoop, ramp_to, run_loop
 from labctl.engine.state import RunState, check_transition
 from labctl.engine.station import Station
 from labctl.protocol.plan import Action, End, Plan, PlanStep
@@ -95,6 +95,8 @@ class _StepProgress:
     hold_since: dict[int, float] = field(default_factory=dict)
     window: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
     fired: list[str] = field(default_factory=list)
+    resumed_at: float = -math.inf
+    """Readings up to here were taken while paused (output off): journaled, not judged."""
 
     def charge_now(self, now: float) -> float:
         """Charge passed in this step up to `now`, holding the last measured current."""
@@ -150,11 +152,14 @@ class Runner:
         self._previous_step = -1
         self._spectra = 0
         self._temperature = plan.temperature_k
+        self._temperature_target: float | None = None
+        """The heater's set-point once a `set` gave one (the temperature-drift watch judges against it)."""
         self._pressure_task: asyncio.Task[None] | None = None
         self._pressure_stop = asyncio.Event()
         self._participant: Any = None
         self._fired_since_check: set[str] = set()
         self._resume = asyncio.Event()
+        self._pause_reason: str | None = None
         self._handlers: dict[str, Callable[[PlanStep], Awaitable[StepResult]]] = {
             **dict.fromkeys(_SOURCE_KINDS, self._run_source_step),
             "eis": self._run_eis,
@@ -176,8 +181,18 @@ class Runner:
             self._task.cancel()
 
     def resume(self) -> None:
-        """Let a paused `wait` step continue (operator or external trigger)."""
+        """Let a paused run continue: a `wait` step, an alarm pause or an operator's `pause()`."""
         self._resume.set()
+
+    def pause(self, reason: str = "paused by the operator") -> None:
+        """Pause at the next poll of a source step: station safe, then the step goes on after `resume()`.
+
+        The step keeps what it has done: its time ends do not count the pause, its charge counts
+        only what flowed. Outside source steps the pause waits for the next one.
+        """
+        if self._pause_reason is None:
+            self._pause_reason = reason
+            self._resume.clear()
 
     def _set_state(self, new: RunState) -> None:
         self.state = check_transition(self.state, new)
@@ -317,6 +332,9 @@ class Runner:
             if self.station.pressure is not None and self._pressure_task is None:
                 await self.station.pressure.read_pressure()  # at a fixed gap nobody else measures it
             decision = self._judge(progress, await self.station.potentiostat.fetch())
+            if decision is None and self._pause_reason is not None:
+                await self._pause_in_step(progress)
+                continue
             if decision is None:
                 decision = self._clock_end(progress)
             if decision is not None and decision[0].kind == "cv":  # CC-CV: the CC phase is over
@@ -379,7 +397,8 @@ class Runner:
         """Account, check and keep each new reading; the first decisive one wins."""
         decision: tuple[Action, str] | None = None
         for reading in readings:
-            if reading.t <= progress.t0 + 1e-9:  # at t0 the instrument measured before the command
+            # at t0 the instrument measured before the command; during a pause the output was off
+            if reading.t <= progress.t0 + 1e-9 or reading.t <= progress.resumed_at:
                 self._keep_late(reading)
                 continue
             self._account(progress, reading)
@@ -396,8 +415,16 @@ class Runner:
                 )
                 decision = Action("alarm"), breach
                 continue
+            measured = {"pressure": self._pressure_now(), "temperature": self._temperature}
+            targets = {
+                "pressure": self.station.pressure.target_pa if self.station.pressure is not None else None,
+                "temperature": self._temperature_target,
+            }
             for detector in self._detectors:
                 finding = detector.update(reading.t, reading.voltage_v, reading.current_a)
+                judge = getattr(detector, "conditions", None)
+                if finding is None and judge is not None:
+                    finding = judge(reading.t, measured, targets)
                 if finding is not None:
                     self._keep_now(progress, reading, kept)
                     decision = decision or self._on_finding(progress, finding)
@@ -473,13 +500,9 @@ class Runner:
         return Sample(self._t_ns(reading.t), step, values)
 
     def _pressure_now(self) -> float:
-        """The last measured stack pressure, or the protocol's condition without a rig."""
+        """The last measured stack pressure (each step starts with one), or the stated condition."""
         controller = self.station.pressure
-        return (
-            controller.pressure_pa
-            if controller is not None and controller.pressure_pa
-            else self.plan.pressure_pa
-        )
+        return controller.pressure_pa if controller is not None else self.plan.pressure_pa
 
     def _record(self, sample: Sample) -> None:
         self._samples.append(sample)
@@ -679,6 +702,29 @@ class Runner:
         self._event(step.index, EventKind.RESUMED, {"reason": reason})
         return StepResult(Action("next"), reason, 0.0, self.clock.monotonic() - t0)
 
+    async def _pause_in_step(self, progress: _StepProgress) -> None:
+        """An operator's pause inside a source step: safe, wait, then the same step where it was."""
+        step, reason = progress.step, self._pause_reason or "paused"
+        held_pa = self.station.pressure.target_pa if self.station.pressure is not None else None
+        paused_at = self.clock.monotonic()
+        await self.station.make_safe()
+        self._sample_period = 0.0
+        self._set_state(RunState.PAUSED)
+        self._event(step.index, EventKind.PAUSED, {"message": reason, "operator": True})
+        await self._flush()
+        await self._resume.wait()
+        self._pause_reason = None
+        now = self.clock.monotonic()
+        if held_pa is not None and self.station.pressure is not None:
+            await self.station.pressure.set_target(held_pa)  # the safe state stopped regulating
+        progress.t0 += now - paused_at  # time ends do not count the pause
+        progress.last_t = progress.resumed_at = now  # nor does the charge
+        progress.window.clear()
+        progress.hold_since.clear()
+        self._set_state(RunState.RUNNING)
+        self._event(step.index, EventKind.RESUMED, {"reason": f"resumed after {now - paused_at:.0f} s"})
+        await self._program(step, progress)
+
     async def _pause_for_operator(self, step_index: int, reason: str) -> None:
         """Station safe, state PAUSED with the alarm, until the operator resumes (or aborts)."""
         self._resume.clear()
@@ -718,6 +764,10 @@ class Runner:
         await self._stop_pressure_loop()
         await self.station.potentiostat.set_current(0.0, self.plan.compliance_v)  # open circuit meanwhile
         target = step.setpoints["pressure_pa"]
+        if target == 0.0:
+            return await self._release_pressure(controller, step, t0)
+        if "ramp_rate" in step.setpoints:
+            await ramp_to(controller, target, step.setpoints["ramp_rate"])
         pressure = await controller.settle(
             target,
             rate_below=step.setpoints.get("settle_rate", DEFAULT_SETTLE_RATE_PA_S),
@@ -732,6 +782,21 @@ class Runner:
             reason = f"settled at {pressure / 1e6:.3g} MPa"
         return StepResult(Action("next"), reason, 0.0, self.clock.monotonic() - t0)
 
+    async def _release_pressure(self, controller: StackPressureLoop, step: PlanStep, t0: float) -> StepResult:
+        """`set: {pressure: 0 MPa}`: take the pressure off (screw backed off, cylinder vented)."""
+        await controller.release()
+        timeout = step.timeout_s or 3600.0
+        while (pressure := await controller.read_pressure()) > RELEASED_PA:
+            if self.clock.monotonic() - t0 > timeout:
+                raise PressureFault(
+                    f"stack pressure still {pressure / 1e6:.3g} MPa {timeout:g} s after the release; "
+                    "check the rig is free to open"
+                )
+            await self.clock.sleep(controller.settings.period_s)
+        return StepResult(
+            Action("next"), f"released: {pressure / 1e6:.3g} MPa", 0.0, self.clock.monotonic() - t0
+        )
+
     async def _set_temperature(self, step: PlanStep) -> StepResult:
         """Send the heater its set-point and wait until the temperature settles near it."""
         thermostat = self.station.thermostat
@@ -742,7 +807,15 @@ class Runner:
         rate_below = step.setpoints.get("settle_rate", DEFAULT_TEMPERATURE_RATE_K_S)
         hold = step.setpoints.get("settle_hold_s", DEFAULT_SETTLE_HOLD_S)
         timeout = step.timeout_s or 3600.0
+        if "ramp_rate" in step.setpoints:  # set-points along the ramp, one per poll
+            start = await thermostat.read_temperature()
+            rate = step.setpoints["ramp_rate"] if target >= start else -step.setpoints["ramp_rate"]
+            while (left := target - start - rate * (self.clock.monotonic() - t0)) * rate > 0:
+                await thermostat.set_temperature(target - left)
+                self._temperature = await thermostat.read_temperature()
+                await self.clock.sleep(TEMPERATURE_POLL_S)
         await thermostat.set_temperature(target)
+        self._temperature_target = target
         history: collections.deque[tuple[float, float]] = collections.deque()
         calm_since: float | None = None
         while True:

@@ -413,6 +413,15 @@ class _Compiler:
                 self.problem((*path, "settle", "rate_below"), str(exc))
                 return None
             setpoints["settle_hold_s"] = body.settle.hold
+        if body.rate is not None:
+            try:
+                setpoints["ramp_rate"] = abs(units.parse(body.rate, rate_kind))  # type: ignore[arg-type]
+            except units.UnitError as exc:
+                self.problem((*path, "rate"), str(exc))
+                return None
+            if setpoints["ramp_rate"] == 0:
+                self.problem((*path, "rate"), "a ramp rate must be above zero")
+                return None
         if body.then == "fixed_gap":
             if key != "pressure_pa":
                 self.problem((*path, "then"), "'fixed_gap' is for a pressure set-point")

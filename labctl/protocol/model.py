@@ -250,8 +250,44 @@ class CoulombicEfficiencyWatch(Strict):
     action: Action = "record"
 
 
+class PressureDriftWatch(Strict):
+    """Fires when the measured stack pressure stays more than `band` off its set-point for `debounce`.
+
+    A leaking cylinder, a slipping screw, a cracking pellet (DOMAIN.md §4). Judged only while a
+    pressure is held (not at a fixed gap, where the pressure is meant to move).
+    """
+
+    type: Literal["pressure_drift"]
+    band: Pressure = 0.2e6
+    debounce: Time = 60.0
+    action: Action = "alarm"
+
+
+class TemperatureDriftWatch(Strict):
+    """Fires when the measured temperature stays more than `band` (K) off its set-point for `debounce`.
+
+    A heater or thermocouple failing, a door left open. Judged once a `set` gave a set-point.
+    """
+
+    type: Literal["temperature_drift"]
+    band: Temperature = 2.0
+    debounce: Time = 120.0
+    action: Action = "alarm"
+
+    @model_validator(mode="after")
+    def _band_is_a_difference(self) -> TemperatureDriftWatch:
+        if not 0 < self.band < 100:
+            raise ValueError("band is a temperature difference: write it in K, e.g. '2 K'")
+        return self
+
+
 Watch = Annotated[
-    ShortCircuitWatch | StrippingPolarizationWatch | CapacityRetentionWatch | CoulombicEfficiencyWatch,
+    ShortCircuitWatch
+    | StrippingPolarizationWatch
+    | CapacityRetentionWatch
+    | CoulombicEfficiencyWatch
+    | PressureDriftWatch
+    | TemperatureDriftWatch,
     Field(discriminator="type"),
 ]
 
@@ -412,12 +448,17 @@ class Settle(Strict):
 
 
 class SetStep(Strict):
-    """A set-point for another role: stack pressure or temperature, then wait until it settles."""
+    """A set-point for another role: stack pressure or temperature, then wait until it settles.
+
+    `pressure: 0 MPa` releases the rig (the screw backs off, the cylinder vents): before a cell swap.
+    """
 
     label: str | None = None
     pressure: PressureOrParameter | None = None
     temperature: TemperatureOrParameter | None = None
     settle: Settle | None = None
+    rate: Any = None
+    """Ramp to the set-point at this rate (e.g. 1 MPa/min, 2 K/min) instead of stepping to it."""
     timeout: Time = 3600.0
     then: Literal["hold_pressure", "fixed_gap"] = "hold_pressure"
     """After settling: keep regulating the pressure (constant pressure), or stop the screw where

@@ -37,6 +37,7 @@ EXPECTED = {
     "full_cell_pressure.yaml": ({"cycles"}, {"pressure.png", "capacity.png"}),
     "ccd_vs_pressure.yaml": ({"ccd_per_cell"}, {"ccd_per_cell.png", "pressure.png"}),
     "ccd_vs_temperature.yaml": ({"ccd_per_cell"}, {"ccd_per_cell.png"}),
+    "pressure_hold_short_watch.yaml": ({"short_watch"}, {"pressure.png", "voltage_current.png"}),
 }
 
 
@@ -86,7 +87,19 @@ def _ccd_per_cell(condition: str, levels: list[float]):
     return check
 
 
+def _pressure_hold_short_watch(report: RunReport, journal: Journal) -> None:
+    """At 25 MPa Li creeps through the pores: a short with no current hours into the hold, seen by a probe."""
+    watch = report.result["short_watch"]
+    assert watch["shorted"] and report.outcome.state.value == "done"
+    assert 5 < watch["time_to_short_h"] < 50
+    assert watch["hold_pressure_MPa"] == pytest.approx(25, abs=0.1)
+    assert watch["probes"] > 10  # it held for hours before the short, probed every 30 min
+    short = next(e for e in journal.events([EventKind.DETECTOR]))
+    assert abs(short.data["current_a"]) < 20e-6  # seen by a probe: nothing drove it
+
+
 CHECKS = {
+    "pressure_hold_short_watch.yaml": _pressure_hold_short_watch,
     "ccd_vs_pressure.yaml": _ccd_per_cell("pressure_MPa", [1, 2, 3, 5]),
     "ccd_vs_temperature.yaml": _ccd_per_cell("temperature_C", [25, 40, 60, 80]),
     "stack_pressure_sweep.yaml": _stack_pressure_sweep,
@@ -126,3 +139,24 @@ async def test_library_protocol_runs_to_its_end_with_its_report(path, tmp_path):
             CHECKS[path.name](report, journal)
         finally:
             journal.close()
+
+
+async def test_a_pressure_hold_below_the_pore_entry_pressure_never_shorts(tmp_path):
+    """The same 100 h watch at 8 MPa (below LPSCl's pore-entry pressure) ends without a short."""
+    text = (LIBRARY[0].parent / "pressure_hold_short_watch.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "hold8.yaml"
+    path.write_text(text.replace("set: {pressure: 25 MPa", "set: {pressure: 8 MPa"), encoding="utf-8")
+    plan, text = compile_file(path)
+    report = await run_protocol(
+        plan,
+        text,
+        simulate=True,
+        station_config=None,
+        seed=1,
+        out=tmp_path / "run",
+        bus=Bus(),
+        clock=SimulatedClock(start_ns=0),
+    )
+    watch = report.result["short_watch"]
+    assert not watch["shorted"] and watch["time_to_short_h"] is None
+    assert watch["watched_h"] > 99 and watch["hold_pressure_MPa"] == pytest.approx(8, abs=0.1)

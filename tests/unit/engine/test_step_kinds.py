@@ -11,6 +11,7 @@ import pytest
 from drivers.base import EisPoint
 from labctl.data import Bus, EventKind, Journal
 from labctl.engine import Runner, RunState, Station
+from labctl.errors import ProtocolError
 from labctl.protocol import compile_text
 
 HEADER = """\
@@ -323,3 +324,108 @@ steps:
         if e.data["kind"] == "current"
     ]
     assert max(abs(d) for d in started) == pytest.approx(30.0)  # 3 mA/cm²: no cell ramped to 4
+
+
+class _LeakingRig:
+    """A pressure loop that holds its target until t = 20 min, then loses 1 MPa (a leak)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.target_pa = None
+        self.pressure_pa = 0.0
+        self.fault = None
+        self.settings = type("S", (), {"period_s": 1.0, "hold_period_s": 10.0})()
+        self.t0 = clock.monotonic()
+
+    async def read_pressure(self):
+        held = self.target_pa if self.target_pa is not None else self.pressure_pa
+        leak = 1e6 if self.clock.monotonic() - self.t0 > 1200 else 0.0
+        self.pressure_pa = held - leak
+        return self.pressure_pa
+
+    async def step(self):
+        return await self.read_pressure()
+
+    async def settle(self, target_pa, *, rate_below, hold_s, timeout_s):
+        self.target_pa = target_pa
+        return await self.read_pressure()
+
+    async def hold(self):
+        self.target_pa = None
+
+    async def set_target(self, target_pa):
+        self.target_pa = target_pa
+
+    async def release(self):
+        self.target_pa = None
+
+
+async def test_a_pressure_drift_watch_raises_the_alarm_when_the_rig_cannot_hold(
+    clock, fake_potentiostat, tmp_path
+):
+    pot = fake_potentiostat(lambda t, i: 0.0)
+    text = (
+        HEADER.replace("min: 0 V", "min: -1 V")
+        + """\
+watch:
+  rig: {type: pressure_drift, band: 0.2 MPa, debounce: 1 min}
+steps:
+  - set: {pressure: 5 MPa}
+  - rest: {until: {time: 1 h}}
+"""
+    )
+    plan = compile_text(text)
+    journal = Journal(tmp_path / "journal.sqlite")
+    rig = _LeakingRig(clock)
+    station = Station("t", pot, pressure=rig)
+    outcome = await Runner(plan, station, clock, journal, Bus()).run()
+    assert outcome.state is RunState.ALARM
+    finding = next(journal.events([EventKind.DETECTOR]))
+    assert finding.data["watch"] == "rig" and "off its set-point" in finding.data["message"]
+    assert finding.data["measured"] == pytest.approx(4e6)
+    assert finding.data["since_t"] - rig.t0 == pytest.approx(1200, abs=11)  # off from the leak on
+    assert clock.monotonic() - rig.t0 < 1200 + 60 + 30  # the alarm came one debounce later, not at 1 h
+
+
+def test_a_temperature_band_must_be_a_difference():
+    text = (
+        HEADER
+        + "watch:\n  heat: {type: temperature_drift, band: 2 degC}\n"
+        + "steps:\n  - rest: {until: {time: 1 min}}\n"
+    )
+    with pytest.raises(ProtocolError, match="temperature difference"):
+        compile_text(text)
+
+
+async def test_an_operators_pause_makes_the_station_safe_and_the_step_goes_on_where_it_was(
+    clock, fake_potentiostat, tmp_path
+):
+    import asyncio
+
+    pot = fake_potentiostat(lambda t, i: 3.5 + 10 * i)
+    text = HEADER + "steps:\n  - current: {current: 1 mA, until: {time: 1 h}}\n"
+    plan = compile_text(text)
+    journal = Journal(tmp_path / "journal.sqlite")
+    runner = Runner(plan, Station("t", pot), clock, journal, Bus())
+    t_start = clock.monotonic()
+
+    async def operator() -> None:  # not on the clock: the runner's sleeps move time
+        while clock.monotonic() - t_start < 600:
+            await asyncio.sleep(0)
+        runner.pause()
+        while runner.state is not RunState.PAUSED:
+            await asyncio.sleep(0)
+        assert pot.output is False  # safe while paused
+        await clock.sleep(1800)  # the paused runner waits for resume(), not for the clock
+        runner.resume()
+
+    operator_task = asyncio.create_task(operator())
+    outcome = await runner.run()
+    await operator_task
+    assert outcome.state is RunState.DONE
+    ended = next(journal.events([EventKind.STEP_ENDED]))
+    assert ended.data["duration_s"] == pytest.approx(3600, abs=11)  # the pause is not counted
+    assert ended.data["charge_c"] == pytest.approx(3.6, rel=0.01)  # 1 mA × 1 h: nothing while off
+    assert clock.monotonic() - t_start == pytest.approx(3600 + 1800, abs=30)
+    kinds = [e.kind for e in journal.events()]
+    assert kinds.count(EventKind.PAUSED) == 1 and kinds.count(EventKind.RESUMED) == 1
