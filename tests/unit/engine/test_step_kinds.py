@@ -409,12 +409,17 @@ async def test_an_operators_pause_makes_the_station_safe_and_the_step_goes_on_wh
     runner = Runner(plan, Station("t", pot), clock, journal, Bus())
     t_start = clock.monotonic()
 
-    async def operator() -> None:  # not on the clock: the runner's sleeps move time
-        while clock.monotonic() - t_start < 600:
+    async def until(condition) -> None:  # not on the clock: the runner's sleeps move time
+        for _ in range(100_000):
+            if condition():
+                return
             await asyncio.sleep(0)
+        raise AssertionError("never happened")
+
+    async def operator() -> None:
+        await until(lambda: clock.monotonic() - t_start >= 600)
         runner.pause()
-        while runner.state is not RunState.PAUSED:
-            await asyncio.sleep(0)
+        await until(lambda: runner.state is RunState.PAUSED)
         assert pot.output is False  # safe while paused
         await clock.sleep(1800)  # the paused runner waits for resume(), not for the clock
         runner.resume()
