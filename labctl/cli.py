@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     forward.add_argument("--bucket", help="bucket (default LABCTL_INFLUX_BUCKET)")
     forward.add_argument("--lab", help="value of the lab tag (default LABCTL_INFLUX_LAB or 'lab')")
 
+    _add_agent_commands(commands)
+
     sim = commands.add_parser("sim", help="simulated instruments")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
     serve = sim_commands.add_parser("serve", help="serve a simulated instrument on a TCP port, in real time")
@@ -86,6 +88,32 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=1)
     _add_overrides(serve)
     return parser
+
+
+def _add_agent_commands(commands: Any) -> None:
+    """agent, submit, status, control: the bench PCs and the operators meet on an MQTT broker."""
+    agent = commands.add_parser(
+        "agent", help="run this bench PC's stations and obey commands from the broker (docs/agents.md)"
+    )
+    agent.add_argument("--config", type=Path, required=True, help="bench file (TOML), e.g. bench.toml")
+    broker_help = "broker HOST or HOST:PORT (default LABCTL_MQTT_HOST/PORT); credentials from LABCTL_MQTT_*"
+
+    submit = commands.add_parser("submit", help="start a protocol on a station through its agent")
+    submit.add_argument("protocol", type=Path, help="protocol file; validated here before it is sent")
+    submit.add_argument("--station", required=True, help="station name, as in the agent's bench file")
+    submit.add_argument("--seed", type=int, help="seed of a simulated station (default: the agent's)")
+    status = commands.add_parser("status", help="a table of every station the broker knows")
+    status.add_argument("--json", action="store_true", help="print the raw statuses as JSON")
+    status.add_argument("--wait", type=float, default=1.0, help="seconds to collect statuses (default 1)")
+    control = commands.add_parser("control", help="pause, resume, abort or mark the run on a station")
+    control.add_argument("action", choices=["pause", "resume", "abort", "mark"])
+    control.add_argument("--station", required=True)
+    control.add_argument("--note", help="the mark's text, or why (pause/abort)")
+    for sub in (submit, status, control):
+        sub.add_argument("--broker", help=broker_help)
+        sub.add_argument("--lab", help="lab name in the topics (default LABCTL_MQTT_LAB)")
+    for sub in (submit, control):
+        sub.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "forward":
             return _forward(args)
+        if args.command in ("agent", "submit", "status", "control"):
+            return {"agent": _agent, "submit": _submit, "status": _status, "control": _control}[args.command](
+                args
+            )
         return _serve(args)
     except (LabctlError, InstrumentError) as exc:
         print(f"labctl: {exc}", file=sys.stderr)
@@ -256,6 +288,146 @@ def _run(args: argparse.Namespace) -> int:
     if state == "alarm" or report.outcome.unsafe:
         return EXIT_ALARM
     return {"done": EXIT_OK, "aborted": EXIT_ABORTED}.get(state, EXIT_ERROR)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from labctl.agent import Agent, AgentConfig
+
+    agent = Agent(AgentConfig.load(args.config))
+
+    async def serve() -> None:
+        # SIGTERM/SIGINT: every run is aborted through its engine (station safe, result written),
+        # the forwarders get a bounded time to catch up, and the agent exits 0.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await agent.serve(stop)
+
+    names = ", ".join(agent.stations)
+    print(f"labctl agent: stations {names}; runs in {agent.runs_dir}; stop with Ctrl-C", file=sys.stderr)
+    asyncio.run(serve())
+    print("labctl agent: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _mqtt_settings(args: argparse.Namespace) -> Any:
+    """Broker settings from LABCTL_MQTT_* and --broker/--lab; credentials only from the environment."""
+    from labctl.data.mqtt import MqttSettings
+    from labctl.errors import ConfigError
+
+    overrides: dict[str, Any] = {"lab": args.lab}
+    if args.broker:
+        host, _, port = args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
+        if port and not port.isdigit():
+            raise ConfigError(f"--broker {args.broker}: write HOST or HOST:PORT, e.g. broker.lab:1883")
+        overrides.update(host=host, port=int(port) if port else None)
+    return MqttSettings.from_env(**overrides)
+
+
+def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
+    """Send one command to a station's agent and print its reply; non-zero if refused or unanswered."""
+    import uuid
+
+    from labctl.data.mqtt import Command, LabClient
+
+    settings = _mqtt_settings(args)
+    command = Command(id=uuid.uuid4().hex, action=action, **fields)
+
+    async def send() -> Any:
+        async with LabClient(settings) as client:
+            return await client.send(args.station, command, timeout_s=args.timeout)
+
+    try:
+        reply = asyncio.run(send())
+    except TimeoutError:
+        print(
+            f"labctl: no reply from station {args.station} within {args.timeout:g} s; is its agent running, "
+            f"is the station name right (labctl status), and may you command it?",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    stream = sys.stdout if reply.ok else sys.stderr
+    print(f"{args.station}: {'ok' if reply.ok else 'refused'}: {reply.message}", file=stream)
+    return EXIT_OK if reply.ok else EXIT_ERROR
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from labctl.protocol import compile_file
+
+    _, text = compile_file(args.protocol)  # a bad protocol never leaves this machine
+    return _send(args, "start", protocol=text, note=args.protocol.name, seed=args.seed)
+
+
+def _control(args: argparse.Namespace) -> int:
+    from labctl.errors import ConfigError
+
+    if args.action == "mark" and not args.note:
+        raise ConfigError("mark needs --note TEXT")
+    return _send(args, args.action, note=args.note)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from labctl.data.mqtt import LabClient
+
+    settings = _mqtt_settings(args)
+
+    async def collect() -> dict[str, dict[str, Any]]:
+        async with LabClient(settings) as client:
+            return await client.statuses(wait_s=args.wait)
+
+    statuses = asyncio.run(collect())
+    if args.json:
+        print(json.dumps(statuses, indent=2, sort_keys=True, default=str))
+        return EXIT_OK
+    if not statuses:
+        print(f"no station has reported to {settings.host}:{settings.port} (lab {settings.lab})")
+        return EXIT_OK
+    print(_status_table(statuses))
+    return EXIT_OK
+
+
+def _status_table(statuses: dict[str, dict[str, Any]]) -> str:
+    """One row per station: state, protocol, step, elapsed (run time), V, I, P, T, alarm."""
+
+    def number(status: dict[str, Any], key: str, scale: float, digits: str, offset: float = 0.0) -> str:
+        value = status.get(key)
+        if value is None and isinstance(status.get("values"), dict):
+            value = status["values"].get(key)
+        return format(value * scale + offset, digits) if isinstance(value, int | float) else "-"
+
+    def elapsed(status: dict[str, Any]) -> str:
+        seconds = status.get("elapsed_s")
+        if not isinstance(seconds, int | float):
+            return "-"
+        minutes, secs = divmod(int(seconds), 60)
+        return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+    header = ("STATION", "STATE", "PROTOCOL", "STEP", "ELAPSED", "V", "I mA", "P MPa", "T °C", "ALARM")
+    rows = [header]
+    for name in sorted(statuses):
+        status = statuses[name]
+        step = status.get("step")
+        described = status.get("step_description") or ""
+        rows.append(
+            (
+                name,
+                str(status.get("state", "?")),
+                str(status.get("protocol") or "-"),
+                "-" if step is None else f"{step} {described}".strip()[:32],
+                elapsed(status),
+                number(status, "voltage_v", 1.0, ".4f"),
+                number(status, "current_a", 1e3, ".4g"),
+                number(status, "pressure_pa", 1e-6, ".3g"),
+                number(status, "temperature_k", 1.0, ".1f", -273.15),
+                str(status.get("alarm") or ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _announce_pause(record: object) -> None:

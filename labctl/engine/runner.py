@@ -194,6 +194,13 @@ class Runner:
             self._pause_reason = reason
             self._resume.clear()
 
+    def mark(self, note: str, step: int = -1) -> None:
+        """Journal an operator's marker (EventKind.MARK) now, e.g. "glovebox opened"; `step`: its step.
+
+        The event is on the bus at once and in the journal with the run's next write.
+        """
+        self._event(step, EventKind.MARK, {"note": note, "operator": True})
+
     def _set_state(self, new: RunState) -> None:
         self.state = check_transition(self.state, new)
 
