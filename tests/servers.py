@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-INSTALL = "apt-get install -y victoria-metrics mosquitto"
+INSTALL = "apt-get install -y victoria-metrics mosquitto mosquitto-clients"
 READY_DEADLINE_S = 15.0
 
 
@@ -145,19 +146,66 @@ class VictoriaMetrics(ServerProcess):
 
 
 class Mosquitto(ServerProcess):
-    """A Mosquitto broker on a loopback port, anonymous access, no persistence (configurable file)."""
+    """A Mosquitto broker on a loopback port; anonymous by default, or with users, an ACL and TLS.
+
+    Args:
+        workdir: where the configuration, password file, log and certificates live.
+        extra_config: appended to mosquitto.conf.
+        users: name → password; turns anonymous access off and writes a password file with
+            `mosquitto_passwd -b` (the broker's own tool, so the hashing is the real one).
+        acl: the ACL file's text (needs `users`).
+        tls: (CA, server certificate, server key) paths: adds a TLS listener on `tls_port`.
+    """
 
     name = "mosquitto"
 
-    def __init__(self, workdir: Path, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        extra_config: str = "",
+        *,
+        users: dict[str, str] | None = None,
+        acl: str | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         super().__init__(workdir)
         self.binary = require_binary("mosquitto")
         self.config_path = workdir / "mosquitto.conf"
-        self.config_path.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest stderr\n{extra_config}",
-            encoding="utf-8",
-        )
+        self.tls_port = free_port() if tls else None
+        lines = [
+            "per_listener_settings false",
+            f"listener {self.port} 127.0.0.1",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "log_type debug" if os.environ.get("LABCTL_MOSQUITTO_DEBUG") else "",
+            # Started as root, Mosquitto drops to user "mosquitto", who cannot read our 0600 files.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+        ]
+        if users:
+            passwd = require_binary("mosquitto_passwd")
+            password_file = workdir / "mosquitto.passwd"
+            password_file.unlink(missing_ok=True)
+            for user, password in users.items():
+                create = ["-c"] if not password_file.exists() else []
+                subprocess.run([passwd, *create, "-b", str(password_file), user, password], check=True)
+            password_file.chmod(0o600)
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if acl is not None:
+            acl_file = workdir / "mosquitto.acl"
+            acl_file.write_text(acl, encoding="utf-8")
+            acl_file.chmod(0o600)
+            lines.append(f"acl_file {acl_file}")
+        if tls:
+            ca, cert, key = tls
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {ca}", f"certfile {cert}"]
+            lines.append(f"keyfile {key}")
+        self.config_path.write_text("\n".join(lines) + f"\n{extra_config}", encoding="utf-8")
 
     @property
     def host(self) -> str:
@@ -167,10 +215,13 @@ class Mosquitto(ServerProcess):
         return [self.binary, "-c", str(self.config_path)]
 
     def ready(self) -> bool:
-        try:
-            socket.create_connection((self.host, self.port), timeout=1).close()
-        except OSError:
-            return False
+        for port in (self.port, self.tls_port):
+            if port is None:
+                continue
+            try:
+                socket.create_connection((self.host, port), timeout=1).close()
+            except OSError:
+                return False
         return True
 
 
