@@ -216,6 +216,10 @@ class PressureController(Protocol):
         """Hold the valve where it is: the safe state (the stack pressure is kept)."""
         ...
 
+    async def release(self) -> None:
+        """Cancel a hold: the controller follows its set-point again."""
+        ...
+
 
 @runtime_checkable
 class Thermostat(Protocol):

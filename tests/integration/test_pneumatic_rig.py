@@ -97,6 +97,9 @@ class FakeController:
     async def hold(self) -> None:
         self.held = True
 
+    async def release(self) -> None:
+        self.held = False
+
 
 class FakeGauge:
     def __init__(self, force_n: float) -> None:
