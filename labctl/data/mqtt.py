@@ -567,6 +567,15 @@ class MqttLink:
         async with asyncio.timeout(timeout_s):
             await self._connected_event.wait()
 
+    async def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything queued so far is handed to the broker; False if not within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
     # records and status in ------------------------------------------------------------------------
 
     def publisher(self, station: str) -> Callable[[object], None]:
