@@ -14,8 +14,9 @@ Commands arrive already validated, authorised and de-duplicated by the link (lab
   can play it and is free, then start the run and reply with the run directory's name;
 - pause / resume / abort: the runner's own (the station is made safe on pause and abort);
 - mark: an operator's marker (EventKind.MARK) in the journal;
-- set_safety: station limits that tighten every later run's safety window. Refused while a run is
-  going — a run's limits are part of what it was started with.
+- set_safety: station limits that tighten every later run's safety window (merged into the
+  current ones; "none" removes one). Refused while a run is going — a run keeps the limits it was
+  started with, and a start whose steps exceed the station's limits is refused.
 
 Errors: a bad bench file raises `labctl.errors.ConfigError` naming the file and key.
 """
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from labctl import units
 from labctl.config import StationConfig, load_station_config
-from labctl.data import Bus, Event, EventKind, Sample, Status
+from labctl.data import Bus, Event, EventKind
 from labctl.data.rundir import new_run_dir
 from labctl.errors import ConfigError, LabctlError, UnitError
 
@@ -52,9 +53,6 @@ log = logging.getLogger(__name__)
 
 STATION_NAME = r"^[A-Za-z0-9_.-]+$"
 """Station names are MQTT topic levels and directory names: no '/', '+', '#' or spaces."""
-
-STATUS_INTERVAL_S = 1.0
-"""Most often (wall time) the last values are merged into the retained status."""
 
 SAFETY_KINDS: dict[str, units.Kind] = {
     "voltage_min": "voltage",
@@ -91,7 +89,8 @@ class StationEntry(BaseModel):
     sim: bool = False
     station: Path | None = None
     allowed_users: list[str] = Field(default_factory=list)
-    """Broker users who may command this station (empty: nobody may)."""
+    """Broker users whose commands this station executes (empty: nobody's). ["*"]: anyone the broker
+    lets publish on the station's cmd topic (its ACL alone decides); then on every station."""
     seed: int = 1
     """Seed of a simulated bench (a `start` command may give its own)."""
     rig: Literal["screw", "pneumatic"] = "screw"
@@ -127,7 +126,18 @@ class AgentConfig(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"station names must be unique; repeated: {', '.join(dupes)}")
+        anyone = ["*" in s.allowed_users for s in self.station]
+        if any(anyone) and not all(anyone):
+            raise ValueError(
+                'allowed_users = ["*"] (anyone the broker allows) must be on every station or none'
+            )
         return self
+
+    def allowed_users(self) -> dict[str, list[str]] | None:
+        """Per station, who may command it; None: anyone the broker's ACL lets through."""
+        if all("*" in s.allowed_users for s in self.station):
+            return None
+        return {s.name: s.allowed_users for s in self.station}
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -289,8 +299,8 @@ class _StationState:
     entry: StationEntry
     config: StationConfig | None
     safety: dict[str, float]
+    safety_text: dict[str, str]
     active: _ActiveRun | None = None
-    last_status_at: float = 0.0
 
 
 class Agent:
@@ -308,7 +318,9 @@ class Agent:
         self.stations: dict[str, _StationState] = {}
         for entry in config.station:
             station_config = load_station_config(entry.station) if entry.station is not None else None
-            self.stations[entry.name] = _StationState(entry, station_config, parse_safety(entry.safety))
+            self.stations[entry.name] = _StationState(
+                entry, station_config, parse_safety(entry.safety), dict(entry.safety)
+            )
         self.link: StatusLink | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._forwarders: set[asyncio.Task[Any]] = set()
@@ -330,7 +342,7 @@ class Agent:
             settings,
             client_id=client_id,
             stations=list(self.stations),
-            allowed_users={name: s.entry.allowed_users for name, s in self.stations.items()},
+            allowed_users=self.config.allowed_users(),
             handler=self.handle,
         )
         async with link:
@@ -478,16 +490,21 @@ class Agent:
                 message=f"{station} is running {state.active.run_dir.name}: safety limits change between "
                 "runs only (a run keeps the limits it started with)",
             )
-        limits = parse_safety(command.safety or {})
-        state.safety = limits
-        shown = {k: command.safety[k] for k in limits} if command.safety else {}
-        self._status(station, safety=shown)
-        text = ", ".join(f"{k} {v}" for k, v in shown.items()) or "none (the protocol's own apply)"
+        given = command.safety or {}
+        cleared = {k for k, v in given.items() if v.strip().lower() == "none"}
+        if unknown := sorted(cleared - set(SAFETY_KINDS)):
+            raise UnitError(f"{unknown[0]}: not a safety limit (use {', '.join(SAFETY_KINDS)})")
+        merged = {**state.safety_text, **{k: v for k, v in given.items() if k not in cleared}}
+        merged = {k: v for k, v in merged.items() if k not in cleared}
+        limits = parse_safety(merged)  # UnitError: nothing changes
+        state.safety, state.safety_text = limits, merged
+        self._status(station, safety=merged)
+        text = ", ".join(f"{k} {v}" for k, v in merged.items()) or "none (each protocol's own apply)"
         return Reply(
             id=command.id,
             ok=True,
             message=f"{station}: safety limits for the next runs: {text}",
-            data={"safety_si": limits},
+            data={"safety": merged, "safety_si": limits},
         )
 
     # --- runs -------------------------------------------------------------------------------------
@@ -501,7 +518,7 @@ class Agent:
         bus = Bus()
         assert self.link is not None
         bus.subscribe(self.link.publisher(station))
-        bus.subscribe(self._status_listener(station, state, active))
+        bus.subscribe(self._status_listener(station, active))
         run_ended = asyncio.Event()
         started = time.monotonic()
         try:
@@ -556,28 +573,16 @@ class Agent:
             run_ended.set()
             state.active = None
 
-    def _status_listener(
-        self, station: str, state: _StationState, active: _ActiveRun
-    ) -> Callable[[object], None]:
-        """Bus listener: run state, step and (at most once a second) the last values into the status."""
-        values: dict[str, float] = {}
+    def _status_listener(self, station: str, active: _ActiveRun) -> Callable[[object], None]:
+        """Bus listener: the run's state, step and alarms into the status (the link adds the last values)."""
 
         def on_record(record: object) -> None:
-            if isinstance(record, Sample):
-                if record.kind == "dc":
-                    values.update({k: v for k, v in record.values.items() if k in _SHOWN_VALUES})
-                now = time.monotonic()
-                if now - state.last_status_at >= STATUS_INTERVAL_S:
-                    state.last_status_at = now
-                    self._status(station, **values)
-            elif isinstance(record, Status):
-                values.update({k: v for k, v in record.values.items() if k in _SHOWN_VALUES})
-            elif isinstance(record, Event):
-                self._on_event(station, active, record, values)
+            if isinstance(record, Event):
+                self._on_event(station, active, record)
 
         return on_record
 
-    def _on_event(self, station: str, active: _ActiveRun, event: Event, values: dict[str, float]) -> None:
+    def _on_event(self, station: str, active: _ActiveRun, event: Event) -> None:
         kind = event.kind
         if kind is EventKind.RUN_STARTED:
             active.t0 = self._clock_now(active)
@@ -589,10 +594,9 @@ class Agent:
                 step=event.step,
                 step_description=event.data.get("description", ""),
                 elapsed_s=self._elapsed(active),
-                **values,
             )
         elif kind is EventKind.PAUSED:
-            self._status(station, state="paused", message=str(event.data.get("message") or ""), **values)
+            self._status(station, state="paused", message=str(event.data.get("message") or ""))
         elif kind is EventKind.RESUMED:
             self._status(station, state="running", message=str(event.data.get("reason") or ""))
         elif kind in (EventKind.LIMIT, EventKind.ALARM):
@@ -655,9 +659,6 @@ class Agent:
     async def _catch_up_sequentially(self, journals: list[Path]) -> None:
         for journal in journals:
             await self._forward_journal(journal, None)
-
-
-_SHOWN_VALUES = frozenset({"voltage_v", "current_a", "pressure_pa", "temperature_k"})
 
 
 def _station_meta(station: str, state: _StationState) -> dict[str, Any]:

@@ -338,15 +338,7 @@ def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
         async with LabClient(settings) as client:
             return await client.send(args.station, command, timeout_s=args.timeout)
 
-    try:
-        reply = asyncio.run(send())
-    except TimeoutError:
-        print(
-            f"labctl: no reply from station {args.station} within {args.timeout:g} s; is its agent running, "
-            f"is the station name right (labctl status), and may you command it?",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
+    reply = asyncio.run(send())  # no reply: NoReplyError, a LabctlError saying what the status suggests
     stream = sys.stdout if reply.ok else sys.stderr
     print(f"{args.station}: {'ok' if reply.ok else 'refused'}: {reply.message}", file=stream)
     return EXIT_OK if reply.ok else EXIT_ERROR
@@ -364,6 +356,8 @@ def _control(args: argparse.Namespace) -> int:
 
     if args.action == "mark" and not args.note:
         raise ConfigError("mark needs --note TEXT")
+    if args.note is not None and args.action in ("pause", "resume"):
+        raise ConfigError("--note goes with mark and abort")
     return _send(args, args.action, note=args.note)
 
 
@@ -390,7 +384,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _status_table(statuses: dict[str, dict[str, Any]]) -> str:
-    """One row per station: state, protocol, step, elapsed (run time), V, I, P, T, alarm."""
+    """One row per station: state, protocol, step, elapsed, V, I, P (power), p (stack), T, alarm."""
 
     def number(status: dict[str, Any], key: str, scale: float, digits: str, offset: float = 0.0) -> str:
         value = status.get(key)
@@ -405,7 +399,8 @@ def _status_table(statuses: dict[str, dict[str, Any]]) -> str:
         minutes, secs = divmod(int(seconds), 60)
         return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
-    header = ("STATION", "STATE", "PROTOCOL", "STEP", "ELAPSED", "V", "I mA", "P MPa", "T °C", "ALARM")
+    header = ("STATION", "STATE", "PROTOCOL", "STEP", "ELAPSED", "V", "I mA", "P mW", "p MPa", "T °C")
+    header += ("ALARM",)
     rows = [header]
     for name in sorted(statuses):
         status = statuses[name]
@@ -420,6 +415,7 @@ def _status_table(statuses: dict[str, dict[str, Any]]) -> str:
                 elapsed(status),
                 number(status, "voltage_v", 1.0, ".4f"),
                 number(status, "current_a", 1e3, ".4g"),
+                number(status, "power_w", 1e3, ".4g"),
                 number(status, "pressure_pa", 1e-6, ".3g"),
                 number(status, "temperature_k", 1.0, ".1f", -273.15),
                 str(status.get("alarm") or ""),
