@@ -842,6 +842,10 @@ class MqttLink:
             return Reply(id=command.id, ok=False, message=f"station {station} accepts no commands")
         future, first = self._ledgers[station].claim(command)
         if not first:
+            if future.cancelled():
+                return Reply(
+                    id=command.id, ok=False, message=f"command {command.id} was interrupted; use a new id"
+                )
             return await asyncio.shield(future)
         try:
             reply = await self.handler(station, command)
