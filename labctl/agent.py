@@ -413,8 +413,7 @@ class Agent:
             )
         if not command.protocol:
             return Reply(id=command.id, ok=False, message="start needs the protocol file's contents")
-        filename = Path(command.note).name if command.note else "<submitted>"
-        plan = compile_text(command.protocol, filename)  # ProtocolError: file:line messages
+        plan = compile_text(command.protocol, "<submitted>")  # ProtocolError: file:line messages
         plan = apply_safety(plan, state.safety)
         _check_station_abilities(plan, state.entry.sim, state.config)
         seed = command.seed if command.seed is not None else state.entry.seed

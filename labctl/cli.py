@@ -332,7 +332,8 @@ def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
     from labctl.data.mqtt import Command, LabClient
 
     settings = _mqtt_settings(args)
-    command = Command(id=uuid.uuid4().hex, action=action, **fields)
+    given = {key: value for key, value in fields.items() if value is not None}
+    command = Command(id=uuid.uuid4().hex, action=action, **given)
 
     async def send() -> Any:
         async with LabClient(settings) as client:
@@ -348,7 +349,7 @@ def _submit(args: argparse.Namespace) -> int:
     from labctl.protocol import compile_file
 
     _, text = compile_file(args.protocol)  # a bad protocol never leaves this machine
-    return _send(args, "start", protocol=text, note=args.protocol.name, seed=args.seed)
+    return _send(args, "start", protocol=text, seed=args.seed)
 
 
 def _control(args: argparse.Namespace) -> int:
