@@ -87,7 +87,7 @@ class VisaTransport:
             )
         except Exception as exc:  # pyvisa raises VisaIOError, ValueError, OSError… for a bad address
             if self._manager is not None:
-                self._manager.close()
+                _release_manager(self._manager)
             raise LinkError(
                 f"{self.resource}: cannot connect ({_reason(exc)}); check the address, that the "
                 "instrument is on and reachable, and that no other program holds it"
@@ -106,7 +106,8 @@ class VisaTransport:
         try:
             self._instrument.close()
         finally:
-            self._manager.close()
+            _release_manager(self._manager)
+
 
     async def write(self, command: str) -> None:
         """Send one command line."""
@@ -166,3 +167,13 @@ class VisaTransport:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
+
+
+def _release_manager(manager: Any) -> None:
+    """Close the resource manager only when no session of this process still uses it.
+
+    pyvisa's ResourceManager for a backend is one object per process: closing it closes every
+    instrument opened through it, so one station ending its run would cut off the others.
+    """
+    if not manager.list_opened_resources():
+        manager.close()

@@ -79,9 +79,9 @@ steps:
   - rest: {until: {time: 1 h}}
 """
 
-# On the EmStat4 simulator (pyserial on a pty), not a second Keithley over pyvisa: pyvisa's
-# ResourceManager is one per process, and VisaTransport.aclose() closes it, which closes every other
-# station's VISA session too (reported; drivers/transports/visa.py).
+# On the EmStat4 simulator (pyserial on a pty) beside a Keithley station (pyvisa) in the same agent:
+# both transports in one process. (Two Keithley stations sharing pyvisa's one resource manager are
+# covered in test_keithley2450_driver_wire.py.)
 EIS_WAIT_PROTOCOL = """\
 labctl: 1
 name: agent-eis-wait

@@ -155,3 +155,19 @@ async def test_switching_from_current_to_voltage_source_keeps_the_output_on():
             readings = await smu.fetch()
             assert readings[-1].voltage_v == pytest.approx(3.65, abs=1e-3)
             assert readings[-1].current_a == pytest.approx(0.5e-3, rel=1e-2)
+
+
+async def test_closing_one_instrument_leaves_another_of_the_same_process_connected():
+    """pyvisa shares one resource manager per process: one station ending must not cut off another."""
+    async with served() as (first, time), served(load=ResistorLoad(200.0)) as (second, _):
+        a = Keithley2450(
+            VisaTransport(f"TCPIP0::127.0.0.1::{first.port}::SOCKET", timeout_s=5), time_source=time
+        )
+        b = Keithley2450(
+            VisaTransport(f"TCPIP0::127.0.0.1::{second.port}::SOCKET", timeout_s=5), time_source=time
+        )
+        async with b:
+            async with a:
+                assert "MODEL 2450" in a.identity
+            await b.set_current(1e-3, 2.0)  # a is closed; b still answers
+            assert (await b.read()).voltage_v == pytest.approx(0.2, abs=1e-4)
