@@ -160,6 +160,7 @@ class Runner:
         self._fired_since_check: set[str] = set()
         self._resume = asyncio.Event()
         self._pause_reason: str | None = None
+        self._started_at = 0.0
         self._handlers: dict[str, Callable[[PlanStep], Awaitable[StepResult]]] = {
             **dict.fromkeys(_SOURCE_KINDS, self._run_source_step),
             "eis": self._run_eis,
@@ -245,6 +246,7 @@ class Runner:
     async def begin(self) -> None:
         """Start a run: state, first event."""
         self._task = asyncio.current_task()
+        self._started_at = self.clock.monotonic()
         participant = getattr(self.clock, "participant", None)
         if participant is not None and self.station.pressure is not None:
             # Two tasks wait on a simulated clock (this one and the pressure loop): both count.
@@ -887,7 +889,7 @@ class Runner:
                 self.state.value,
                 progress.step.index,
                 progress.step.description,
-                self.clock.monotonic(),
+                self.clock.monotonic() - self._started_at,
                 values,
                 dict(progress.step.context),
             )
