@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from labctl import units
+from labctl.clock import PacedClock
 from labctl.config import StationConfig, load_station_config
 from labctl.data import Bus, Event, EventKind
 from labctl.data.rundir import new_run_dir
@@ -95,6 +96,9 @@ class StationEntry(BaseModel):
     """Seed of a simulated bench (a `start` command may give its own)."""
     rig: Literal["screw", "pneumatic"] = "screw"
     """The simulated bench's stack-pressure rig."""
+    speed: float | None = Field(default=None, gt=0)
+    """A simulated bench's time: None runs as fast as it can; a number runs that many simulated
+    seconds per wall second (e.g. 600: watchable in the terminal UI, pausable by hand)."""
     safety: dict[str, str] = Field(default_factory=dict)
     """Station limits, e.g. {current_max = "5 mA", voltage_max = "1 V"}; see SAFETY_KINDS."""
 
@@ -529,6 +533,7 @@ class Agent:
                 seed=seed,
                 out=active.run_dir,
                 rig=state.entry.rig,
+                clock=PacedClock(state.entry.speed) if state.entry.sim and state.entry.speed else None,
             ) as run:
                 run.journal.set_meta("station", _station_meta(station, state))
                 run.journal.set_meta("lab", self.config.agent.lab)

@@ -127,3 +127,35 @@ class SimulatedClock:
             deadline, _, future = heapq.heappop(self._sleepers)
         self._now = max(self._now, deadline)
         future.set_result(None)
+
+
+class PacedClock:
+    """Simulated time that runs `speed` times faster than the wall clock (a watchable simulation).
+
+    Why: a simulated CCD in `SimulatedClock` ends in seconds, too fast to watch, pause or resume from
+    the terminal UI; at `speed = 600` an 8-hour CCD takes under a minute. Simulators read its
+    `monotonic()`, so their physics follows it; sleeps are real sleeps divided by `speed`.
+
+    Args:
+        speed: simulated seconds per wall second (> 0).
+        start_ns: UTC nanoseconds that simulated time zero maps to (record timestamps).
+    """
+
+    def __init__(self, speed: float, start_ns: int | None = None) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed!r}")
+        self.speed = speed
+        self._wall0 = time.monotonic()
+        self._start_ns = time.time_ns() if start_ns is None else start_ns
+
+    def monotonic(self) -> float:
+        """Simulated seconds since the clock was made."""
+        return (time.monotonic() - self._wall0) * self.speed
+
+    def time_ns(self) -> int:
+        """UTC nanoseconds: the start time plus simulated seconds."""
+        return self._start_ns + round(self.monotonic() * 1e9)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of simulated time (seconds / speed of wall time)."""
+        await asyncio.sleep(max(0.0, seconds) / self.speed)

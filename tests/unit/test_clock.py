@@ -59,3 +59,19 @@ async def test_real_clock_sleeps_for_real():
     start = clock.monotonic()
     await clock.sleep(0.02)
     assert clock.monotonic() - start >= 0.015
+
+
+async def test_paced_clock_runs_simulated_time_at_its_speed():
+    import pytest
+
+    from labctl.clock import PacedClock
+
+    clock = PacedClock(speed=1000.0, start_ns=0)
+    wall0, sim0 = time.monotonic(), clock.monotonic()
+    await clock.sleep(200.0)  # 200 simulated seconds: 0.2 s of wall time
+    wall, sim = time.monotonic() - wall0, clock.monotonic() - sim0
+    assert 0.19 <= wall < 1.0
+    assert sim == pytest.approx(wall * 1000.0, rel=0.05)
+    assert clock.time_ns() == pytest.approx(clock.monotonic() * 1e9, rel=1e-3)
+    with pytest.raises(ValueError):
+        PacedClock(speed=0)
