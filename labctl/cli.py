@@ -385,7 +385,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _status_table(statuses: dict[str, dict[str, Any]]) -> str:
-    """One row per station: state, protocol, step, elapsed, V, I, P (power), p (stack), T, alarm."""
+    """One row per station: state, protocol, step, elapsed, V, I, stack pressure, temperature, alarm."""
 
     def number(status: dict[str, Any], key: str, scale: float, digits: str, offset: float = 0.0) -> str:
         value = status.get(key)
@@ -400,7 +400,7 @@ def _status_table(statuses: dict[str, dict[str, Any]]) -> str:
         minutes, secs = divmod(int(seconds), 60)
         return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
-    header = ("STATION", "STATE", "PROTOCOL", "STEP", "ELAPSED", "V", "I mA", "P mW", "p MPa", "T °C")
+    header = ("STATION", "STATE", "PROTOCOL", "STEP", "ELAPSED", "V", "I mA", "P MPa", "T °C")
     header += ("ALARM",)
     rows = [header]
     for name in sorted(statuses):
@@ -416,7 +416,6 @@ def _status_table(statuses: dict[str, dict[str, Any]]) -> str:
                 elapsed(status),
                 number(status, "voltage_v", 1.0, ".4f"),
                 number(status, "current_a", 1e3, ".4g"),
-                number(status, "power_w", 1e3, ".4g"),
                 number(status, "pressure_pa", 1e-6, ".3g"),
                 number(status, "temperature_k", 1.0, ".1f", -273.15),
                 str(status.get("alarm") or ""),

@@ -607,8 +607,9 @@ class MqttLink:
                         "step_description": record.step_description,
                         "elapsed_s": record.elapsed_s,
                     }
-                    if record.values:
-                        update["values"] = _last_values(record.values)
+                    if record.values:  # merged: a status carries V and I, samples also P and T
+                        previous = self._status[station].get("values", {})
+                        update["values"] = {**previous, **_last_values(record.values)}
                     for key in ("run", "protocol", "cell"):
                         if key in record.context:
                             update[key] = record.context[key]
@@ -871,10 +872,20 @@ class LabClient:
         settings: broker address, credentials, TLS and lab.
         client_id: the MQTT client id; a random one when None. Replies come to
             "labctl/<lab>/clients/<client_id>/reply".
+        on_message: called with (topic, JSON object) for every message received on a subscription
+            other than the reply topic ({} for a cleared retained message); for watchers such as the
+            TUI, which `subscribe` to more topics. It must not block; its exceptions are logged.
     """
 
-    def __init__(self, settings: MqttSettings, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str | None = None,
+        on_message: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.on_message = on_message
         self.client_id = client_id or f"labctl-{uuid.uuid4().hex[:12]}"
         self.reply_topic = reply_topic(settings.lab, self.client_id)
         self._client: aiomqtt.Client | None = None
@@ -927,6 +938,19 @@ class LabClient:
             raise RuntimeError("use LabClient in `async with`")
         return self._client
 
+    async def subscribe(self, subscription: str) -> None:
+        """Subscribe to more topics (e.g. "labctl/<lab>/+/telemetry"); their messages go to `on_message`.
+
+        Raises:
+            BrokerError: the broker refused the subscription (ACL) or the connection failed.
+        """
+        await self._subscribe(subscription)
+
+    async def wait_closed(self) -> None:
+        """Return when the broker connection has ended (broker gone, network lost); not before."""
+        if self._receiver is not None:
+            await asyncio.wait([self._receiver])
+
     async def _subscribe(self, subscription: str) -> None:
         try:
             codes = await self._require().subscribe(subscription, qos=1)
@@ -954,6 +978,11 @@ class LabClient:
                     continue
                 if not isinstance(data, dict):
                     continue
+                if self.on_message is not None:
+                    try:
+                        self.on_message(name, data)
+                    except Exception:  # a watcher's bug must not end the receiving
+                        log.exception("LabClient on_message failed for %s", name)
                 if len(parts) == 5 and parts[2] == "agents":
                     self._agents[parts[3]] = data
                 elif len(parts) == 4 and parts[3] == "status":
