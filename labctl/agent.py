@@ -65,6 +65,8 @@ SAFETY_KINDS: dict[str, units.Kind] = {
     "temperature_max": "temperature",
 }
 """The station limits `set_safety` and `[[station]] safety` take, e.g. {current_max = "5 mA"}."""
+STATUS_STEPS_MAX = 5000
+"""At most this many of the plan's step descriptions go into the status (once per run, for every UI)."""
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -434,6 +436,8 @@ class Agent:
             alarm=None,
             message="connecting the station",
             elapsed_s=0.0,
+            steps=[step.description for step in plan.steps[:STATUS_STEPS_MAX]],
+            steps_total=len(plan.steps),
         )
         active.task = self._spawn(self._run(station, state, active, plan, command.protocol, seed))
         return Reply(
