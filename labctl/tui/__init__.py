@@ -15,10 +15,9 @@ from labctl.tui.connection import (
     protocol_files,
     validate_protocol,
 )
-from labctl.tui.model import SERIES, LabModel, StationView, ccd_from_half_cycles, describe_event
+from labctl.tui.model import LabModel, StationView, ccd_from_half_cycles, describe_event
 
 __all__ = [
-    "SERIES",
     "LabConnection",
     "LabModel",
     "LocalConnection",
