@@ -10,6 +10,7 @@ that the REL buffer element counts from the first reading, taken one period afte
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -295,7 +296,10 @@ class Keithley2450(DriverLifetime, ScpiInstrument):
         return readings
 
     async def _fetch_new(self) -> list[Reading]:
-        stored = int(self._floats(await self.transport.query(f':TRAC:ACT? "{BUFFER}"'), 1)[0])
+        count = self._floats(await self.transport.query(f':TRAC:ACT? "{BUFFER}"'), 1)[0]
+        if count < 0 or count != int(count):
+            raise InstrumentReplyError(f"{self.transport.resource}: {count!r} is not a reading count")
+        stored = int(count)
         if stored <= self._fetched:
             return []
         reply = await self.transport.query(
@@ -347,4 +351,6 @@ class Keithley2450(DriverLifetime, ScpiInstrument):
             raise InstrumentReplyError(
                 f"{self.transport.resource}: expected {count} values, got {len(values)} in {reply[:80]!r}"
             )
+        if not all(math.isfinite(v) for v in values):  # a garbled reply; the 2450 marks overflow 9.9e37
+            raise InstrumentReplyError(f"{self.transport.resource}: non-finite number in {reply[:80]!r}")
         return values
