@@ -109,7 +109,14 @@ def _add_agent_commands(commands: Any) -> None:
     control.add_argument("action", choices=["pause", "resume", "abort", "mark"])
     control.add_argument("--station", required=True)
     control.add_argument("--note", help="the mark's text, or why (pause/abort)")
-    for sub in (submit, status, control):
+    tui = commands.add_parser(
+        "tui", help="watch and operate the stations in a terminal UI (a local bench file, or a lab's broker)"
+    )
+    tui.add_argument("--config", type=Path, help="run this bench file's agent inside the UI (no broker)")
+    tui.add_argument(
+        "--protocols", type=Path, default=Path("protocols"), help="folder the start picker lists"
+    )
+    for sub in (submit, status, control, tui):
         sub.add_argument("--broker", help=broker_help)
         sub.add_argument("--lab", help="lab name in the topics (default LABCTL_MQTT_LAB)")
     for sub in (submit, control):
@@ -182,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return {"agent": _agent, "submit": _submit, "status": _status, "control": _control}[args.command](
                 args
             )
+        if args.command == "tui":
+            return _tui(args)
         return _serve(args)
     except (LabctlError, InstrumentError) as exc:
         print(f"labctl: {exc}", file=sys.stderr)
@@ -360,6 +369,28 @@ def _control(args: argparse.Namespace) -> int:
     if args.note is not None and args.action in ("pause", "resume"):
         raise ConfigError("--note goes with mark and abort")
     return _send(args, args.action, note=args.note)
+
+
+def _tui(args: argparse.Namespace) -> int:
+    """The terminal UI on a local agent (--config) or on a lab's broker (--broker / LABCTL_MQTT_*)."""
+    from labctl.errors import ConfigError
+
+    if args.config is not None and (args.broker or args.lab):
+        raise ConfigError("labctl tui: --config runs a local agent; --broker/--lab watch a lab: give one")
+    try:
+        from labctl.tui.app import LabApp  # Textual loads only here, so `labctl --help` stays fast
+    except ImportError as exc:
+        raise ConfigError(f"labctl tui needs Textual: pip install 'labctl' ({exc})") from exc
+    from labctl.tui.connection import LocalConnection, MqttConnection
+
+    if args.config is not None:
+        from labctl.agent import AgentConfig
+
+        connection: Any = LocalConnection(AgentConfig.load(args.config))
+    else:
+        connection = MqttConnection(_mqtt_settings(args))
+    LabApp(connection, protocols=args.protocols).run()
+    return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
