@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0
 """How long `MqttConnection.send` waits for a station's reply."""
+AGENT_OFFLINE_GRACE_S = 3.0
+"""An agent's will is shown only if our own connection outlives it by this long: a broker shutting
+down fires every agent's will just before it drops us, and that is not the agents' fault."""
 
 
 class LabConnection(Protocol):
@@ -76,6 +79,8 @@ class MqttConnection:
         settings: broker address, credentials, TLS and lab (`MqttSettings.from_env`).
         model: the model to feed (a new one by default).
         command_timeout_s: how long `send` waits for a reply.
+        agent_offline_grace_s: how long an agent's "offline" (its will) waits before the model shows it;
+            dropped if our connection ends meanwhile (a broker shutting down fires every will).
 
     The constructor does no I/O; `async with` starts the background connection and returns at once
     (the broker may be away: the model says so and the connection keeps trying).
@@ -87,10 +92,13 @@ class MqttConnection:
         *,
         model: LabModel | None = None,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
+        agent_offline_grace_s: float = AGENT_OFFLINE_GRACE_S,
     ) -> None:
         self.settings = settings
         self.model = model or LabModel()
         self.command_timeout_s = command_timeout_s
+        self.agent_offline_grace_s = agent_offline_grace_s
+        self._offline_pending: dict[str, asyncio.TimerHandle] = {}
         self._client: LabClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -114,7 +122,29 @@ class MqttConnection:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._drop_pending_offline()
         self.model.set_connection(False, "disconnected")
+
+    def _drop_pending_offline(self) -> None:
+        for handle in self._offline_pending.values():
+            handle.cancel()
+        self._offline_pending.clear()
+
+    def _on_agent(self, agent: str, data: dict[str, Any]) -> None:
+        handle = self._offline_pending.pop(agent, None)
+        if handle is not None:
+            handle.cancel()
+        if data.get("state") == "offline" and self.agent_offline_grace_s > 0:
+            loop = asyncio.get_running_loop()
+            self._offline_pending[agent] = loop.call_later(
+                self.agent_offline_grace_s, self._agent_offline, agent, data
+            )
+        else:
+            self.model.apply_agent(agent, data)
+
+    def _agent_offline(self, agent: str, data: dict[str, Any]) -> None:
+        self._offline_pending.pop(agent, None)
+        self.model.apply_agent(agent, data)
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         """Return once connected and subscribed (tools and tests); TimeoutError after `timeout_s`."""
@@ -156,6 +186,7 @@ class MqttConnection:
             finally:
                 self._client = None
                 self._connected.clear()
+                self._drop_pending_offline()
             log.warning("%s: %s; reconnecting in %.1f s", address, reason, delay)
             self.model.set_connection(False, f"broker unreachable ({reason}): reconnecting in {delay:.3g} s")
             await asyncio.sleep(delay)
@@ -168,7 +199,7 @@ class MqttConnection:
             return
         parts = topic[len(self._prefix) :].split("/")
         if len(parts) == 3 and parts[0] == "agents" and parts[2] == "status":
-            self.model.apply_agent(parts[1], data)
+            self._on_agent(parts[1], data)
         elif len(parts) == 2 and parts[0] not in ("agents", "clients"):
             station, leaf = parts
             if leaf == "status":

@@ -303,6 +303,12 @@ class LabModel:
         """An agent's liveness ({"state": "online"|"offline", "stations": [...]}); its will says offline."""
         self._agents[agent] = dict(payload)
         if payload.get("state") != "offline":
+            for view in self.stations.values():  # back: the states its will had hidden
+                if view.status.get("agent") == agent and view.status.get("last_state"):
+                    status = dict(view.status)
+                    status["state"] = status.pop("last_state")
+                    view.status = status
+                    self.version += 1
             return
         names = {str(s) for s in payload.get("stations") or []}
         for view in self.stations.values():

@@ -226,6 +226,7 @@ def test_a_failed_status_and_an_agent_gone_offline_are_alarms():
     model.apply_status("s2", {**status(), "station": "s2"})
     assert s2.state == "offline"
     model.apply_agent("bench1", {"agent": "bench1", "state": "online", "stations": ["s1", "s2"]})
+    assert s2.state == "running" and "last_state" not in s2.status  # back before its status comes again
     model.apply_status("s2", {**status(), "station": "s2"})
     assert s2.state == "running"
 
