@@ -18,9 +18,13 @@ Creep law (a power-law Maxwell element, the simplest shape with the right trends
 
 so relaxation is faster when hot (Arrhenius, Q ≈ 37 kJ/mol for Li self-diffusion-controlled creep)
 and faster at higher stress σ = F/A (power-law creep, stress exponent n; Li's measured n is ≈ 6.5,
-the default here is a milder 2 so that τ stays in hours across 0.1–20 MPa). c is capped at
-`max_creep_m` (the Li foil cannot thin below nothing). Each sub-step integrates the creep
-exactly for τ frozen at the start of the step (u ← u·exp(−h/τ)), which is stable for any step.
+the default here is a milder 2 so that τ stays in hours across 0.1–20 MPa). The Li flows out
+sideways from between the plates, so a thinning foil creeps ever slower (squeeze flow: the rate
+goes as the cube of the remaining thickness): τ is multiplied by (L/(L − c))³, L = `max_creep_m`,
+the foil thickness; c never reaches L. A constant-pressure hold thus keeps creeping (the loop keeps
+compensating) and a fixed gap keeps relaxing, both more slowly as the foil thins. Each sub-step
+integrates the creep exactly for τ frozen at the start of the step (u ← u·exp(−h/τ)), which is
+stable for any step.
 
 Coupling: an actuator simulator attaches itself as the `drive`; each sub-step asks it for the
 position at the end of the step (it may clamp the position where the force would exceed its
@@ -74,7 +78,7 @@ class StackMechanics:
         sigma_ref_pa: reference stress of `tau_ref_s`, Pa.
         creep_activation_j_mol: Q of the Arrhenius creep rate, J/mol (≈ 37 kJ/mol for Li).
         stress_exponent: n of the power-law creep (1 = linear Maxwell).
-        max_creep_m: the most the Li can creep, m (about the Li foil thickness).
+        max_creep_m: the Li foil thickness, m: creep slows as (L/(L − c))³ and never reaches it.
         thickness_change_m: Δh, a number (m) or a callable returning it (read each sub-step).
         cell: an object whose `pressure_pa` is set to F / area after every advance.
         max_step_s: longest sub-step while nothing moves, s.
@@ -196,8 +200,10 @@ class StackMechanics:
         if force <= 0.0 or h <= 0.0:
             return
         u = force / self.effective_stiffness_n_m  # elastic compression, m
-        u_new = u * math.exp(-h / self.relaxation_time_s(force))
-        self.creep_m = min(self.max_creep_m, self.creep_m + (u - u_new))
+        left = max(self.max_creep_m - self.creep_m, 1e-3 * self.max_creep_m)  # foil thickness left
+        squeeze = (self.max_creep_m / left) ** 3  # thinner foil, slower sideways flow
+        u_new = u * math.exp(-h / (self.relaxation_time_s(force) * squeeze))
+        self.creep_m = min(self.max_creep_m - 1e-3 * self.max_creep_m, self.creep_m + (u - u_new))
 
     def _couple(self) -> None:
         if self.cell is not None:

@@ -65,3 +65,21 @@ def test_advance_is_deterministic_and_never_rewinds():
     assert run() == run()
     with pytest.raises(ValueError):
         StackMechanics().advance(-1.0)
+
+
+def test_a_thinned_foil_keeps_relaxing_but_more_slowly_and_never_creeps_through():
+    def relaxed_fraction(creep_m: float) -> float:
+        stack = StackMechanics(x_contact_m=0.0)
+        stack.creep_m = creep_m
+        stack.position_m = stack.position_for_force(392.0)  # 5 MPa on 0.785 cm² now
+        before = stack.force_n()
+        stack.advance(4 * 3600.0)
+        return 1.0 - stack.force_n() / before
+
+    fresh, thinned = relaxed_fraction(0.0), relaxed_fraction(40e-6)
+    assert 0.15 < fresh < 0.8  # τ ≈ 4 h at 5 MPa, longer as the stress falls (power law)
+    assert 0.0 < thinned < 0.5 * fresh  # 10 µm of a 50 µm foil left: squeeze flow is slow
+    stack = StackMechanics(x_contact_m=0.0)
+    stack.position_m = 200e-6  # far more compression than the foil can take up
+    stack.advance(1000 * 3600.0)
+    assert stack.creep_m < stack.max_creep_m and stack.force_n() > 0.0
