@@ -48,7 +48,7 @@ class LabApp(App[None]):
         protocol_files: the protocol files under a folder (default `labctl.tui.connection.protocol_files`).
     """
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses (tests) live elsewhere
     TITLE = "labctl"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [
@@ -77,7 +77,7 @@ class LabApp(App[None]):
 
             validate = validate or connections.validate_protocol
             protocol_files = protocol_files or connections.protocol_files
-        self.validate = validate
+        self.validate_file = validate
         self.protocol_files = protocol_files
         self._drawn_version: int | None = None
         self._rung: set[tuple[str, str]] = set()
@@ -216,7 +216,7 @@ class LabApp(App[None]):
             files,
             sorted(self.model.stations),
             station or self.selected_station(),
-            self.validate,
+            self.validate_file,
         )
 
         def chosen(request: StartRequest | None) -> None:

@@ -134,14 +134,14 @@ class ProtocolPicker(ModalScreen[StartRequest | None]):
         self.files = files
         self.stations = stations
         self.station = station if station in stations else (stations[0] if stations else None)
-        self.validate = validate
+        self.validate_file = validate
         self.errors: dict[Path, str | None] = {}
 
     def compose(self) -> ComposeResult:
         """File list, verdict, station choice, buttons."""
         with Vertical():
             yield Label(Text(f"Start a protocol — files in {self.root}"))
-            yield OptionList(*(Option(self._name(path)) for path in self.files), id="files")
+            yield OptionList(*(Option(self._label(path)) for path in self.files), id="files")
             yield Static("", id="verdict")
             with Horizontal(classes="row"):
                 yield Label("Station")
@@ -164,7 +164,7 @@ class ProtocolPicker(ModalScreen[StartRequest | None]):
         else:
             files.highlighted = 0
 
-    def _name(self, path: Path) -> str:
+    def _label(self, path: Path) -> str:
         try:
             return str(path.relative_to(self.root))
         except ValueError:
@@ -173,7 +173,7 @@ class ProtocolPicker(ModalScreen[StartRequest | None]):
     def _check(self, index: int) -> str | None:
         path = self.files[index]
         if path not in self.errors:
-            self.errors[path] = self.validate(path)
+            self.errors[path] = self.validate_file(path)
         return self.errors[path]
 
     def _verdict(self, message: str, ok: bool) -> None:
@@ -186,7 +186,7 @@ class ProtocolPicker(ModalScreen[StartRequest | None]):
     @on(OptionList.OptionHighlighted, "#files")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
         error = self._check(event.option_index)
-        name = self._name(self.files[event.option_index])
+        name = self._label(self.files[event.option_index])
         self._verdict(f"✗ {error}" if error else f"✓ {name} is valid", ok=error is None)
 
     @on(OptionList.OptionSelected, "#files")

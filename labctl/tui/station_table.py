@@ -97,7 +97,8 @@ class StationTable(DataTable[Any]):
                 added = True
             else:
                 for key in columns:
-                    if old[key] != cells[key]:
+                    # Rich's Text equality ignores the style: compare it too (an acknowledged alarm)
+                    if old[key] != cells[key] or old[key].style != cells[key].style:
                         self.update_cell(name, key, cells[key])
             self._cells[name] = cells
         if added:

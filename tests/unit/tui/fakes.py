@@ -39,9 +39,7 @@ class FakeConnection:
     def __init__(self, model: LabModel | None = None, reply: Callable[[str, Command], Reply] | None = None):
         self.model = model or LabModel()
         self.sent: list[tuple[str, Command]] = []
-        self.reply = reply or (
-            lambda station, command: Reply(id=command.id, ok=True, message=f"{command.action}d")
-        )
+        self.reply = reply or accept
         self.entered = False
 
     async def __aenter__(self) -> FakeConnection:
