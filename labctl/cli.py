@@ -389,7 +389,17 @@ def _tui(args: argparse.Namespace) -> int:
         connection: Any = LocalConnection(AgentConfig.load(args.config))
     else:
         connection = MqttConnection(_mqtt_settings(args))
-    LabApp(connection, protocols=args.protocols).run()
+    from textual.logging import TextualHandler
+
+    # Log records written to the terminal would scribble over the UI: send them to Textual's log
+    # (`textual console`) while it runs.
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [TextualHandler()]
+    try:
+        LabApp(connection, protocols=args.protocols).run()
+    finally:
+        root.handlers = saved
     return EXIT_OK
 
 

@@ -96,3 +96,12 @@ def elapsed_text(status: dict[str, Any]) -> str:
 def truncate(text: str, width: int) -> str:
     """`text` cut to `width` characters, with an ellipsis when cut."""
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def last_values(view: Any) -> dict[str, Any]:
+    """A station's last values, with the current density from its series when telemetry lacks it."""
+    values = dict(view.values or {})
+    density = view.series.get("current_density_a_m2") if hasattr(view, "series") else None
+    if "current_density_a_m2" not in values and density:
+        values["current_density_a_m2"] = density[-1][1]
+    return values

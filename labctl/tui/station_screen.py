@@ -39,6 +39,7 @@ class StationScreen(Screen[None]):
         self._drawn: tuple[int, int] | None = None
         self._plotted: tuple[int, int] | None = None
         self._plotted_at = -math.inf
+        self._ready = False
 
     @property
     def window(self) -> tuple[str, float | None]:
@@ -67,6 +68,7 @@ class StationScreen(Screen[None]):
         self.query_one("#steps-pane").border_title = "Steps"
         self.query_one("#events-pane").border_title = "Events"
         self.query_one("#results-pane").border_title = "Results"
+        self._ready = True
 
     def action_cycle_window(self) -> None:
         """Next plot window: 5 min → 1 h → 12 h → all → 5 min."""
@@ -80,7 +82,7 @@ class StationScreen(Screen[None]):
         """Redraw from `model` if it changed since the last call (`now`: a monotonic time in s)."""
         view = model.stations.get(self.station)
         key = (model.version, self.window_index)
-        if view is None:
+        if view is None or not self._ready:  # the app's timer may tick before this screen is mounted
             return
         if key != self._drawn:
             self._drawn = key
@@ -107,7 +109,7 @@ class StationScreen(Screen[None]):
         text.append(state, style=fmt.STATE_STYLES.get(state, ""))
         text.append(f" ⏱ {fmt.elapsed_text(status)}  [{self.window[0]}]")
         text.append(f"  {status.get('protocol') or '-'} · step {fmt.step_text(status)}")
-        values = view.values or {}
+        values = fmt.last_values(view)
         text.append(
             f"\n V {fmt.voltage(values)}  I {fmt.current_ma(values)} mA  {fmt.current_density(values)} mA/cm²"
             f"  P {fmt.pressure_mpa(values)} MPa  T {fmt.temperature_c(values)} °C"

@@ -106,7 +106,7 @@ class StationTable(DataTable[Any]):
 
     def _row(self, view: Any, step_width: int) -> dict[str, Text]:
         status: dict[str, Any] = view.status
-        values: dict[str, Any] = view.values or {}
+        values: dict[str, Any] = fmt.last_values(view)
         state = str(view.state or "?")
         alarm = view.alarm
         flagged = bool(alarm) and not view.alarm_acknowledged
