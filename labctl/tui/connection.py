@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from labctl.agent import Agent, AgentConfig, StatusLink
-from labctl.data import Event, Sample
-from labctl.data.bus import Status
+from labctl.data import Event, Sample, Status
 from labctl.data.mqtt import BrokerError, Command, LabClient, MqttSettings, Reply
 from labctl.errors import LabctlError
 from labctl.tui.model import LabModel
