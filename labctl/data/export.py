@@ -79,7 +79,7 @@ class StepExecution:
         density_a_m2: programmed current density, A/m², when the step was written with one.
         start_ns: UTC time the step started, ns.
         end_ns: UTC time it ended, ns (None if the run stopped inside it).
-        reason: why it ended ("charge 78.5 mAh reached", "short circuit …"), None if it did not.
+        reason: why it ended ("charge 0.0785 mAh reached", "short circuit …"), None if it did not.
         charge_c: signed charge passed in the step, C (the step_ended record, else the last sample).
         cycle: the cycle it belongs to (0 before the first current-bearing step).
         samples: its "dc" samples, in journal order.

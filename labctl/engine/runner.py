@@ -399,7 +399,7 @@ class Runner:
             if end.condition == "charge" and abs(progress.charge_now(now)) >= end.value * (
                 1 - _RELATIVE_TOLERANCE
             ):
-                return end.action, f"charge {end.value * 1e3 / 3.6:.4g} mAh reached"
+                return end.action, f"charge {end.value / 3.6:.4g} mAh reached"
         return None
 
     def _judge(self, progress: _StepProgress, readings: list[Reading]) -> tuple[Action, str] | None:

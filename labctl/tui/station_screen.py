@@ -144,7 +144,8 @@ class StationScreen(Screen[None]):
         text = Text(no_wrap=True, overflow="ellipsis")
         context = view.step_context
         if context:
-            loops = "  ".join(f"{key} {value}" for key, value in context.items())
+            # counters only: a sweep value is a bare SI float here; the step description has its unit
+            loops = "  ".join(f"{key} {value}" for key, value in context.items() if isinstance(value, int))
             text.append(f"{loops}\n", style="bold cyan")
         if not view.steps:
             text.append("(no step list)", style="dim")

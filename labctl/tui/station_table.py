@@ -99,7 +99,7 @@ class StationTable(DataTable[Any]):
                 for key in columns:
                     # Rich's Text equality ignores the style: compare it too (an acknowledged alarm)
                     if old[key] != cells[key] or old[key].style != cells[key].style:
-                        self.update_cell(name, key, cells[key])
+                        self.update_cell(name, key, cells[key], update_width=True)  # "idle" → "running"
             self._cells[name] = cells
         if added:
             self.sort("station", key=lambda cell: cell.plain)
@@ -113,7 +113,7 @@ class StationTable(DataTable[Any]):
         protocol = str(status.get("protocol") or "")
         step = fmt.step_text(status)
         if self._columns is NARROW_COLUMNS and protocol:
-            step = f"{protocol}·{step}" if step != "-" else protocol
+            step = f"{step} · {protocol}" if step != "-" else protocol  # the step matters more
         text = {
             "station": view.name,
             "state": state,
