@@ -445,6 +445,36 @@ def _last_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def record_payload(station: str, run: str | None, record: Sample | Event) -> dict[str, Any]:
+    """The JSON payload of a sample (telemetry topic) or an event (event topic), as every view reads it."""
+    payload: dict[str, Any] = {
+        "station": station,
+        "run": run,
+        "t_ns": record.t_ns,
+        "time": _iso(record.t_ns),
+        "step": record.step,
+    }
+    if isinstance(record, Sample):
+        return payload | {"kind": record.kind, "values": _finite(record.values)}
+    return payload | {"kind": str(record.kind), "data": record.data}
+
+
+def status_update(record: Status, previous_values: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's `Status` changes in a station's status; its V and I merge into the last values."""
+    update: dict[str, Any] = {
+        "state": record.state,
+        "step": record.step,
+        "step_description": record.step_description,
+        "elapsed_s": record.elapsed_s,
+    }
+    if record.values:  # merged: a status carries V and I, samples also P and T
+        update["values"] = {**previous_values, **_last_values(record.values)}
+    for key in ("run", "protocol", "cell"):
+        if key in record.context:
+            update[key] = record.context[key]
+    return update
+
+
 @dataclass(slots=True)
 class _Outgoing:
     topic: str
@@ -590,30 +620,10 @@ class MqttLink:
                 if isinstance(record, Sample):
                     self._on_sample(station, telemetry_topic, record)
                 elif isinstance(record, Event):
-                    payload = {
-                        "station": station,
-                        "run": self._status[station].get("run"),
-                        "t_ns": record.t_ns,
-                        "time": _iso(record.t_ns),
-                        "step": record.step,
-                        "kind": str(record.kind),
-                        "data": record.data,
-                    }
+                    payload = record_payload(station, self._status[station].get("run"), record)
                     self._enqueue(_Outgoing(event_topic, _json(payload), qos=1, kind="event"))
                 elif isinstance(record, Status):
-                    update: dict[str, Any] = {
-                        "state": record.state,
-                        "step": record.step,
-                        "step_description": record.step_description,
-                        "elapsed_s": record.elapsed_s,
-                    }
-                    if record.values:  # merged: a status carries V and I, samples also P and T
-                        previous = self._status[station].get("values", {})
-                        update["values"] = {**previous, **_last_values(record.values)}
-                    for key in ("run", "protocol", "cell"):
-                        if key in record.context:
-                            update[key] = record.context[key]
-                    self.set_status(station, update)
+                    self.set_status(station, status_update(record, self._status[station].get("values", {})))
             except Exception:  # a listener must never raise into the run (bus.py)
                 log.exception("MQTT publisher for %s could not queue %r", station, type(record).__name__)
 
@@ -632,15 +642,7 @@ class MqttLink:
             self.rate_limited += 1
             return
         self._last_telemetry[key] = now
-        payload = {
-            "station": station,
-            "run": status.get("run"),
-            "t_ns": sample.t_ns,
-            "time": _iso(sample.t_ns),
-            "step": sample.step,
-            "kind": sample.kind,
-            "values": _finite(sample.values),
-        }
+        payload = record_payload(station, status.get("run"), sample)
         properties = _properties(MessageExpiryInterval=TELEMETRY_EXPIRY_S)
         item = _Outgoing(telemetry_topic, _json(payload), qos=0, properties=properties, kind="telemetry")
         self._enqueue(item)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,7 +26,15 @@ from typing import Any, Protocol
 
 from labctl.agent import Agent, AgentConfig, StatusLink
 from labctl.data import Event, Sample, Status
-from labctl.data.mqtt import BrokerError, Command, LabClient, MqttSettings, Reply
+from labctl.data.mqtt import (
+    BrokerError,
+    Command,
+    LabClient,
+    MqttSettings,
+    Reply,
+    record_payload,
+    status_update,
+)
 from labctl.errors import LabctlError
 from labctl.tui.model import LabModel
 
@@ -212,10 +219,6 @@ class MqttConnection:
 # --- one agent in this process -------------------------------------------------------------------
 
 
-def _finite(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
-
-
 class ModelLink(StatusLink):
     """An agent's status link that feeds a `LabModel` directly (the local TUI; no broker).
 
@@ -247,26 +250,13 @@ class ModelLink(StatusLink):
 
         def listener(record: object) -> None:
             try:
-                run = self._status.get(station, {}).get("run")
+                status = self._status.get(station, {})
                 if isinstance(record, Sample):
-                    payload = {"station": station, "run": run, "t_ns": record.t_ns, "step": record.step}
-                    payload |= {"kind": record.kind, "values": _finite(record.values)}
-                    self.model.apply_telemetry(station, payload)
+                    self.model.apply_telemetry(station, record_payload(station, status.get("run"), record))
                 elif isinstance(record, Event):
-                    payload = {"station": station, "run": run, "t_ns": record.t_ns, "step": record.step}
-                    payload |= {"kind": str(record.kind), "data": record.data}
-                    self.model.apply_event(station, payload)
+                    self.model.apply_event(station, record_payload(station, status.get("run"), record))
                 elif isinstance(record, Status):
-                    update: dict[str, Any] = {
-                        "state": record.state,
-                        "step": record.step,
-                        "step_description": record.step_description,
-                        "elapsed_s": record.elapsed_s,
-                    }
-                    if record.values:
-                        previous = self._status.get(station, {}).get("values", {})
-                        update["values"] = {**previous, **_finite(record.values)}
-                    self.set_status(station, update)
+                    self.set_status(station, status_update(record, status.get("values", {})))
             except Exception:  # a listener must never raise into the run (labctl.data.bus)
                 log.exception("TUI model could not take a %s of %s", type(record).__name__, station)
 
