@@ -25,6 +25,36 @@ from typing import Any
 
 import pytest
 
+# A lab broker's users and ACL for the MQTT tests: the agent of bench 1, two operators, a viewer.
+LAB_USERS = {"bench1": "bench-pw", "alice": "alice-pw", "bob": "bob-pw", "viewer": "viewer-pw"}
+LAB_ACL = """\
+# the agent of bench 1
+user bench1
+topic write labctl/lab/+/status
+topic write labctl/lab/+/telemetry
+topic write labctl/lab/+/event
+topic read labctl/lab/+/cmd
+topic readwrite labctl/lab/agents/bench1/status
+topic write labctl/lab/clients/+/reply
+
+# operators
+user alice
+topic write labctl/lab/+/cmd
+topic read labctl/lab/#
+
+user bob
+topic write labctl/lab/+/cmd
+topic read labctl/lab/#
+
+# a viewer: reads, never commands
+user viewer
+topic read labctl/lab/#
+
+# every client reads its own reply topic
+pattern read labctl/+/clients/%c/reply
+"""
+
+
 INSTALL = "apt-get install -y victoria-metrics mosquitto mosquitto-clients"
 READY_DEADLINE_S = 15.0
 

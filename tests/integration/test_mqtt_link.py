@@ -28,35 +28,9 @@ from labctl.data.mqtt import (
     topic,
 )
 from labctl.errors import ConfigError, LabctlError
-from tests.servers import Mosquitto, require_binary
+from tests.servers import LAB_ACL, LAB_USERS, Mosquitto, require_binary
 
-USERS = {"bench1": "bench-pw", "alice": "alice-pw", "bob": "bob-pw", "viewer": "viewer-pw"}
-ACL = """\
-# the agent of bench 1
-user bench1
-topic write labctl/lab/+/status
-topic write labctl/lab/+/telemetry
-topic write labctl/lab/+/event
-topic read labctl/lab/+/cmd
-topic readwrite labctl/lab/agents/bench1/status
-topic write labctl/lab/clients/+/reply
-
-# operators
-user alice
-topic write labctl/lab/+/cmd
-topic read labctl/lab/#
-
-user bob
-topic write labctl/lab/+/cmd
-topic read labctl/lab/#
-
-# a viewer: reads, never commands
-user viewer
-topic read labctl/lab/#
-
-# every client reads its own reply topic
-pattern read labctl/+/clients/%c/reply
-"""
+USERS, ACL = LAB_USERS, LAB_ACL
 
 
 class Recorder:

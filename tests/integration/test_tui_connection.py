@@ -30,32 +30,14 @@ from labctl.tui import (
     protocol_files,
     validate_protocol,
 )
-from tests.servers import Mosquitto
+from tests.servers import LAB_ACL, LAB_USERS, Mosquitto
 
 pytestmark = pytest.mark.timeout(180)
 
 ROOT = Path(__file__).resolve().parents[2]
 CCD = ROOT / "protocols" / "ccd.yaml"
 
-USERS = {"bench1": "bench-pw", "alice": "alice-pw", "viewer": "viewer-pw"}
-ACL = """\
-user bench1
-topic write labctl/lab/+/status
-topic write labctl/lab/+/telemetry
-topic write labctl/lab/+/event
-topic read labctl/lab/+/cmd
-topic readwrite labctl/lab/agents/bench1/status
-topic write labctl/lab/clients/+/reply
-
-user alice
-topic write labctl/lab/+/cmd
-topic read labctl/lab/#
-
-user viewer
-topic read labctl/lab/#
-
-pattern read labctl/+/clients/%c/reply
-"""
+USERS, ACL = LAB_USERS, LAB_ACL
 
 WAIT_PROTOCOL = """\
 labctl: 1
