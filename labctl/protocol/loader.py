@@ -56,7 +56,13 @@ def load_text(text: str, filename: str) -> tuple[Any, SourceMap]:
         raise ProtocolError(f"{filename}:{line}: not valid YAML: {problem}") from None
     if node is None:
         raise ProtocolError(f"{filename}:1: the file is empty; start from protocols/ccd.yaml")
-    return _convert(node, (), source), source
+    try:
+        return _convert(node, (), source), source
+    except yaml.YAMLError as exc:  # a scalar no safe constructor takes (e.g. a bare '=')
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProtocolError(f"{filename}:{line}: not valid protocol YAML: {problem}") from None
 
 
 def load_file(path: Path) -> tuple[Any, SourceMap, str]:

@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from drivers.alicat import parse_frame
@@ -22,13 +22,21 @@ from drivers.zaber import parse_reply
 from labctl.data.mqtt import Command, Reply, parse_command
 from labctl.errors import ProtocolError
 from labctl.protocol import compile_text
+from tests.chaos.conftest import FIGURES
 
 LIBRARY = sorted((Path(__file__).resolve().parents[2] / "protocols").glob("*.yaml"))
 TEXTS = [p.read_text(encoding="utf-8") for p in LIBRARY]
 QUICK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def _count(name: str) -> None:
+    """Count one bad input handled (hypothesis examples cannot take a pytest fixture)."""
+    figures = FIGURES["bad input"]
+    figures[name] = figures.get(name, 0) + 1
+
+
 def _compile_or_refuse(text: str) -> None:
+    _count("protocol files")
     try:
         compile_text(text)
     except ProtocolError as exc:
@@ -39,6 +47,7 @@ def _compile_or_refuse(text: str) -> None:
 
 @QUICK
 @given(st.text(max_size=400))
+@example("=")  # once a yaml ConstructorError escaped the loader
 def test_random_text_is_a_protocol_or_one_clear_error(text):
     _compile_or_refuse(text)
 
@@ -85,6 +94,7 @@ PARSERS = {
 @QUICK
 @given(data=st.data())
 def test_wire_parsers_answer_garbage_with_a_driver_error(name, data):
+    _count("wire replies")
     parse, good = PARSERS[name]
     reply = data.draw(
         st.one_of(
@@ -118,6 +128,7 @@ def test_wire_parsers_answer_garbage_with_a_driver_error(name, data):
     )
 )
 def test_mqtt_command_payloads_are_a_command_or_a_refusal(payload):
+    _count("command payloads")
     result = parse_command(payload)
     assert isinstance(result, Command | Reply)
     if isinstance(result, Reply):
@@ -157,6 +168,8 @@ _NUMBERISH = st.one_of(
 @given(st.lists(_NUMBERISH, min_size=1, max_size=4))
 def test_keithley_readings_from_a_garbled_instrument_are_a_driver_error(replies):
     from drivers.keithley2450 import Keithley2450
+
+    _count("wire replies")
 
     async def poll() -> None:
         smu = Keithley2450(_ScriptedTransport(replies), time_source=lambda: 0.0)
