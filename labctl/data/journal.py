@@ -58,21 +58,29 @@ class Journal:
         """All run-level facts."""
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
 
-    async def append(self, samples: list[Sample], events: list[Event]) -> None:
-        """Write samples and events in one transaction, off the event loop."""
-        if not samples and not events:
+    async def append(
+        self, samples: list[Sample], events: list[Event], meta: dict[str, Any] | None = None
+    ) -> None:
+        """Write samples and events in one transaction, off the event loop.
+
+        `meta`: run-level facts written in the same transaction (the runner's checkpoint), so they
+        always describe exactly the records committed with them.
+        """
+        if not samples and not events and not meta:
             return
         async with self._lock:
             # A cancelled to_thread leaves its thread writing: finish it before releasing the lock,
             # or the next batch would begin a transaction inside this one. Then re-raise.
-            write = asyncio.ensure_future(asyncio.to_thread(self._append_blocking, samples, events))
+            write = asyncio.ensure_future(asyncio.to_thread(self._append_blocking, samples, events, meta))
             try:
                 await asyncio.shield(write)
             except asyncio.CancelledError:
                 await asyncio.wait([write])
                 raise
 
-    def _append_blocking(self, samples: list[Sample], events: list[Event]) -> None:
+    def _append_blocking(
+        self, samples: list[Sample], events: list[Event], meta: dict[str, Any] | None = None
+    ) -> None:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -83,6 +91,10 @@ class Journal:
                 "INSERT INTO events (t_ns, step, kind, data) VALUES (?, ?, ?, ?)",
                 [(e.t_ns, e.step, e.kind.value, _dumps(e.data)) for e in events],
             )
+            if meta:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, _dumps(v)) for k, v in meta.items()]
+                )
 
     def samples(self, kind: str | None = "dc") -> Iterator[Sample]:
         """Samples in journal order: time-series ("dc", the default), spectra ("eis"), or all (None)."""

@@ -26,6 +26,7 @@ from drivers.base import EisPoint, Reading, SupportsEIS
 from drivers.errors import InstrumentError
 from labctl.clock import Clock
 from labctl.data import Bus, Event, EventKind, Journal, Sample, Status
+from labctl.engine.checkpoint import CHECKPOINT_KEY, Checkpoint, StepCheckpoint, pack_engine, unpack_engine
 from labctl.engine.cycles import Cycle, CycleTracker
 from labctl.engine.detectors import DETECTORS, Finding
 from labctl.engine.pressure import RELEASED_PA, PressureFault, StackPressureLoop, ramp_to, run_loop
@@ -119,6 +120,9 @@ class Runner:
         pause_on_alarm: after an alarm (a safety limit, a watch's `alarm`) the station is made safe
             and the run pauses until `resume()` (the step then starts again) or `abort()`; without
             it (nobody to ask) the run ends as an alarm.
+        seed: the run's seed, kept in each checkpoint.
+        on_checkpoint: called with each checkpoint's number just before it is committed (the
+            simulated bench saves its physics there, docs/reliability.md "Crash and resume").
     """
 
     def __init__(
@@ -131,6 +135,8 @@ class Runner:
         *,
         auto_resume: bool = False,
         pause_on_alarm: bool = False,
+        seed: int | None = None,
+        on_checkpoint: Callable[[int], None] | None = None,
     ) -> None:
         self.plan = plan
         self.station = station
@@ -139,6 +145,8 @@ class Runner:
         self.bus = bus
         self.auto_resume = auto_resume
         self.pause_on_alarm = pause_on_alarm
+        self.seed = seed
+        self.on_checkpoint = on_checkpoint
         self.state = RunState.IDLE
         self._detectors = [DETECTORS[w.type](w) for w in plan.watches]
         self._watches = {w.name: w for w in plan.watches}
@@ -161,6 +169,14 @@ class Runner:
         self._resume = asyncio.Event()
         self._pause_reason: str | None = None
         self._started_at = 0.0
+        self._checkpoints = 0
+        self._position: tuple[int, bool] = (0, False)
+        """(step, started): the step in progress, or the next one to run; what a checkpoint records."""
+        self._end: dict[str, Any] | None = None
+        self._progress: _StepProgress | None = None
+        self._restored: Checkpoint | None = None
+        self._restored_step: StepCheckpoint | None = None
+        self._resumed_progress: _StepProgress | None = None
         self._handlers: dict[str, Callable[[PlanStep], Awaitable[StepResult]]] = {
             **dict.fromkeys(_SOURCE_KINDS, self._run_source_step),
             "eis": self._run_eis,
@@ -211,10 +227,18 @@ class Runner:
         """Run every step; always ends with the station in its safe state."""
         await self.begin()
         outcome = RunOutcome(RunState.DONE, "all steps done", -1)
-        index = 0
+        index, resumed = 0, False
+        if self._restored is not None:  # labctl resume: where the checkpoint says
+            index, resumed = self._restored.step, self._restored.started
+            outcome.last_step = self._restored.previous_step
+            if self._restored.end is not None:  # the run had decided to end: only finish it
+                end = self._restored.end
+                outcome = RunOutcome(RunState(end["state"]), end["reason"], end["last_step"])
+                index = len(self.plan.steps)
         try:
             while index < len(self.plan.steps):
-                result = await self.execute(self.plan.steps[index])
+                result = await self.execute(self.plan.steps[index], resumed=resumed)
+                resumed = False
                 outcome.last_step = index
                 action = result.action
                 if action.kind in ("next", "record"):
@@ -244,9 +268,15 @@ class Runner:
         return outcome
 
     async def begin(self) -> None:
-        """Start a run: state, first event."""
+        """Start a run: state, first event (or, after `restore`, the targets back and a `resumed` event)."""
         self._task = asyncio.current_task()
         self._started_at = self.clock.monotonic()
+        restored = self._restored
+        if restored is not None:
+            if restored.pressure_target_pa is not None and self.station.pressure is not None:
+                await self.station.pressure.set_target(restored.pressure_target_pa)
+            if restored.temperature_target_k is not None and self.station.thermostat is not None:
+                await self.station.thermostat.set_temperature(restored.temperature_target_k)
         participant = getattr(self.clock, "participant", None)
         if participant is not None and self.station.pressure is not None:
             # Two tasks wait on a simulated clock (this one and the pressure loop): both count.
@@ -254,7 +284,26 @@ class Runner:
         if self.station.pressure is not None and self.station.pressure.target_pa is not None:
             self._start_pressure_loop()  # the bench was assembled at a pressure: keep holding it
         self._set_state(RunState.RUNNING)
-        self._event(-1, EventKind.RUN_STARTED, {"protocol": self.plan.name, "steps": len(self.plan.steps)})
+        if restored is None:
+            started = {"protocol": self.plan.name, "steps": len(self.plan.steps)}
+            self._event(-1, EventKind.RUN_STARTED, started)
+            return
+        progress = restored.progress if restored.started else None
+        self._event(
+            restored.step,
+            EventKind.RESUMED,
+            {
+                "reason": "resumed after a crash (labctl resume)",
+                "from_step": restored.step,
+                "step_started": restored.started,
+                "checkpoint": restored.number,
+                "checkpoint_t_ns": restored.t_ns,
+                "down_s": (self.clock.time_ns() - restored.t_ns) / 1e9,
+                "step_elapsed_s": progress.elapsed_s if progress else None,
+                "step_charge_c": progress.charge_c if progress else None,
+                "ending": restored.end,
+            },
+        )
 
     async def finish(self, outcome: RunOutcome) -> None:
         """End a run: close the open cycle, make every role safe, record how it ended."""
@@ -277,10 +326,51 @@ class Runner:
         )
         await asyncio.shield(self._flush())
 
-    async def execute(self, step: PlanStep) -> StepResult:
-        """Run one step to its end; returns what the plan should do next."""
-        closed = self.cycles.step_started(step.context) if step.kind != "check" else None
+    async def execute(self, step: PlanStep, *, resumed: bool = False) -> StepResult:
+        """Run one step to its end; returns what the plan should do next.
+
+        `resumed`: the step had started before a crash (its start is journaled, the cycle counted);
+        a source step continues from the checkpoint, any other kind runs again from its start.
+        """
+        self._position = (step.index, True)
+        closed = None if resumed or step.kind == "check" else self.cycles.step_started(step.context)
         cycle_finding = self._on_cycle(closed, step.index) if closed else None
+        if not resumed:
+            self._step_started_event(step)
+        if cycle_finding is not None and cycle_finding.action.kind not in ("next", "record"):
+            result = StepResult(cycle_finding.action, cycle_finding.reason)
+        else:
+            result = await self._handlers[step.kind](step)
+        self._progress = None
+        self.cycles.add(result.charge_c)
+        self._previous_step = step.index
+        self._event(
+            step.index,
+            EventKind.STEP_ENDED,
+            {
+                "reason": result.reason,
+                "action": result.action.describe(),
+                "charge_c": result.charge_c,
+                "duration_s": result.duration_s,
+            },
+        )
+        self._position, self._end = self._after(step.index, result)
+        await self._flush()
+        return result
+
+    def _after(self, index: int, result: StepResult) -> tuple[tuple[int, bool], dict[str, Any] | None]:
+        """Where the run goes after a step (for the checkpoint): the next step, or how it ends."""
+        kind = result.action.kind
+        if kind in ("next", "record"):
+            return (index + 1, False), None
+        if kind == "goto" and result.action.target is not None:
+            return (result.action.target, False), None
+        if kind == "alarm" and self.pause_on_alarm:
+            return (index, False), None
+        state = RunState.DONE if kind == "stop" else RunState.ALARM
+        return (index, False), {"state": state.value, "reason": result.reason, "last_step": index}
+
+    def _step_started_event(self, step: PlanStep) -> None:
         self._event(
             step.index,
             EventKind.STEP_STARTED,
@@ -294,24 +384,6 @@ class Runner:
                 "context": step.context,
             },
         )
-        if cycle_finding is not None and cycle_finding.action.kind not in ("next", "record"):
-            result = StepResult(cycle_finding.action, cycle_finding.reason)
-        else:
-            result = await self._handlers[step.kind](step)
-        self.cycles.add(result.charge_c)
-        self._previous_step = step.index
-        self._event(
-            step.index,
-            EventKind.STEP_ENDED,
-            {
-                "reason": result.reason,
-                "action": result.action.describe(),
-                "charge_c": result.charge_c,
-                "duration_s": result.duration_s,
-            },
-        )
-        await self._flush()
-        return result
 
     # --- source steps -----------------------------------------------------------------------------
 
@@ -328,8 +400,8 @@ class Runner:
 
     async def _run_source_step(self, step: PlanStep) -> StepResult:
         await self._program(step, None)
-        progress = _StepProgress(step, self.clock.monotonic(), step.current_a)
-        for detector in self._detectors:
+        progress = self._open_progress(step)
+        for detector in () if progress is self._resumed_progress else self._detectors:  # restored: armed
             detector.begin_step(step, progress.t0)
         decision: tuple[Action, str] | None = None
         while decision is None:
@@ -898,7 +970,107 @@ class Runner:
     async def _flush(self) -> None:
         samples, events = self._samples, self._events
         self._samples, self._events = [], []
-        await self.journal.append(samples, events)
+        meta = None
+        if self.state is not RunState.IDLE:  # a checkpoint rides in every batch of a running run
+            checkpoint = self._checkpoint()
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(checkpoint.number)
+            meta = {CHECKPOINT_KEY: checkpoint.to_json()}
+        await self.journal.append(samples, events, meta)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue a crashed run from its last checkpoint: call before `run()` (labctl resume).
+
+        The detectors, the cycle tracker and the targets come back as they were; `run()` starts at
+        the checkpoint's step, and a source step cut in the middle continues for what was left of
+        its time and charge.
+        """
+        self._restored = checkpoint
+        self._detectors, self.cycles = unpack_engine(checkpoint.engine)
+        self._checkpoints = checkpoint.number
+        self._position = (checkpoint.step, checkpoint.started)
+        self._end = checkpoint.end
+        self._previous_step = checkpoint.previous_step
+        self._spectra = checkpoint.spectra
+        if checkpoint.temperature_k is not None:
+            self._temperature = checkpoint.temperature_k
+        self._temperature_target = checkpoint.temperature_target_k
+        self._fired_since_check = set(checkpoint.fired_since_check)
+        self._restored_step = checkpoint.progress if checkpoint.started else None
+
+    def _checkpoint(self) -> Checkpoint:
+        self._checkpoints += 1
+        now = self.clock.monotonic()
+        step, started = self._position
+        pressure = self.station.pressure
+        return Checkpoint(
+            number=self._checkpoints,
+            clock_s=now,
+            t_ns=self.clock.time_ns(),
+            step=step,
+            started=started,
+            seed=self.seed,
+            end=self._end,
+            progress=None if self._progress is None else _step_checkpoint(self._progress, now),
+            previous_step=self._previous_step,
+            spectra=self._spectra,
+            temperature_k=self._temperature,
+            temperature_target_k=self._temperature_target,
+            pressure_target_pa=pressure.target_pa if pressure is not None else None,
+            fired_since_check=sorted(self._fired_since_check),
+            engine=pack_engine((self._detectors, self.cycles)),
+        )
+
+    def _open_progress(self, step: PlanStep) -> _StepProgress:
+        """A source step's progress: new, or (the first step after `restore`) as checkpointed.
+
+        A restored step's times are placed before *now* as they were before the checkpoint, so
+        its time ends count only what had run; readings up to now are not judged (`resumed_at`).
+        """
+        now = self.clock.monotonic()
+        saved, self._restored_step = self._restored_step, None
+        if saved is None:
+            self._progress = _StepProgress(step, now, step.current_a)
+            return self._progress
+        progress = _StepProgress(step, now - saved.elapsed_s, step.current_a, phase=saved.phase)
+        progress.charge_c = saved.charge_c
+        progress.last_t = None if saved.last_ago_s is None else now - saved.last_ago_s
+        progress.last_current = saved.last_current_a
+        progress.kept_t = None if saved.kept_ago_s is None else now - saved.kept_ago_s
+        progress.kept_v, progress.kept_i = saved.kept_v, saved.kept_i
+        progress.window.extend((now - ago, v) for ago, v in saved.window)
+        progress.hold_since.update({n: now - ago for n, ago in saved.hold_ago_s.items()})
+        progress.fired = list(saved.fired)
+        progress.resumed_at = now
+        self._resumed_progress = progress
+        assert self._restored is not None
+        if abs(now - self._restored.clock_s) > 1.0:  # another clock (a real station): re-arm in place
+            for detector in self._detectors:
+                detector.begin_step(step, progress.t0)
+        self._progress = progress
+        return progress
+
+
+def _step_checkpoint(progress: _StepProgress, now: float) -> StepCheckpoint:
+    """A source step's progress relative to `now`; the voltage window trimmed to what ends use."""
+    window = list(progress.window)
+    if not any(end.condition.startswith("dvdt") for end in progress.step.ends):
+        window = window[-6:]  # only the recent slope (the look-ahead to a voltage end)
+    return StepCheckpoint(
+        elapsed_s=now - progress.t0,
+        charge_c=progress.charge_c,
+        phase=progress.phase,
+        last_ago_s=None if progress.last_t is None else now - progress.last_t,
+        last_current_a=progress.last_current,
+        kept_ago_s=None if progress.kept_t is None else now - progress.kept_t,
+        kept_v=progress.kept_v,
+        kept_i=progress.kept_i,
+        window=[(now - t, v) for t, v in window],
+        hold_ago_s={n: now - t for n, t in progress.hold_since.items()},
+        fired=list(progress.fired),
+    )
 
 
 def _beyond(end: End, reading: Reading, progress: _StepProgress) -> bool | None:
