@@ -43,6 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress line")
     _add_overrides(run)
 
+    resume = commands.add_parser(
+        "resume",
+        help="continue a crashed run (kill -9, power cut) from its last checkpoint, in its directory",
+    )
+    resume.add_argument(
+        "run_dir", type=Path, help="the crashed run's directory, e.g. runs/20261121-120000-ccd"
+    )
+    where = resume.add_mutually_exclusive_group()
+    where.add_argument(
+        "--sim", action="store_true", help="a simulated run: its bench continues from its state"
+    )
+    where.add_argument(
+        "--station", type=Path, help="station file (TOML); default: the station stored with the run"
+    )
+    resume.add_argument("--quiet", action="store_true", help="no progress line")
+
     validate = commands.add_parser("validate", help="check a protocol file and summarise its plan")
     validate.add_argument("protocol", type=Path)
     _add_overrides(validate)
@@ -179,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "resume":
+            return _resume(args)
         if args.command == "report":
             return _report(args)
         if args.command == "export":
@@ -293,6 +311,53 @@ def _run(args: argparse.Namespace) -> int:
 
     report = run_blocking(go())
     print(final_summary(plan, report))
+    state = report.outcome.state.value
+    if state == "alarm" or report.outcome.unsafe:
+        return EXIT_ALARM
+    return {"done": EXIT_OK, "aborted": EXIT_ABORTED}.get(state, EXIT_ERROR)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Continue a crashed run where its last checkpoint says (docs/reliability.md)."""
+    from labctl.config import load_station_config
+    from labctl.data import Bus
+    from labctl.display import ProgressLine, final_summary
+    from labctl.session import read_crashed_run, resume_protocol, run_blocking
+
+    crashed = read_crashed_run(args.run_dir)
+    station = load_station_config(args.station) if args.station is not None else None
+    bus = Bus()
+    progress = ProgressLine(crashed.plan, enabled=not args.quiet)
+    bus.subscribe(progress.on_record)
+    interactive = not args.sim and sys.stdin.isatty()
+    where = crashed.checkpoint
+    print(
+        f"labctl: resuming {args.run_dir} at step {where.step}"
+        + (f" ({where.progress.elapsed_s:.0f} s into it)" if where.started and where.progress else ""),
+        file=sys.stderr,
+    )
+
+    def abort_on_signals(runner: Any) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, runner.abort)
+
+    async def go() -> Any:
+        progress.start()
+        try:
+            return await resume_protocol(
+                crashed,
+                simulate=args.sim,
+                station_config=station,
+                bus=bus,
+                on_runner=abort_on_signals,
+                interactive=interactive,
+            )
+        finally:
+            await progress.stop()
+
+    report = run_blocking(go())
+    print(final_summary(crashed.plan, report))
     state = report.outcome.state.value
     if state == "alarm" or report.outcome.unsafe:
         return EXIT_ALARM

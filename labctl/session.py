@@ -7,6 +7,7 @@ them — instruments safe and closed, journal committed — however the run ends
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,10 +20,11 @@ from labctl.analysis.ccd import analyse_ccd, ccd_per_cell
 from labctl.analysis.shorts import short_watch
 from labctl.clock import Clock, RealClock, SimulatedClock
 from labctl.config import StationConfig, connect_station
-from labctl.data import Bus, Journal
+from labctl.data import Bus, EventKind, Journal
 from labctl.data.rundir import JOURNAL, PROTOCOL, RESULT, SETTINGS, new_run_dir, write_json
 from labctl.engine import Runner, RunOutcome, Station
-from labctl.errors import ConfigError
+from labctl.engine.checkpoint import CHECKPOINT_KEY, Checkpoint
+from labctl.errors import ConfigError, RunDirError
 from labctl.protocol.plan import Plan
 
 
@@ -72,10 +74,21 @@ class RunContext:
     seed: int
     simulated: bool
     start_s: float
+    on_checkpoint: Callable[[int], None] | None = None
+    """The simulated bench saves its physics at each checkpoint (None on a real station)."""
 
     def runner(self, bus: Bus, **options: Any) -> Runner:
-        """A runner for this run's plan, station and journal."""
-        return Runner(self.plan, self.station, self.clock, self.journal, bus, **options)
+        """A runner for this run's plan, station and journal, checkpointing as it goes."""
+        return Runner(
+            self.plan,
+            self.station,
+            self.clock,
+            self.journal,
+            bus,
+            seed=self.seed,
+            on_checkpoint=self.on_checkpoint,
+            **options,
+        )
 
     def conclude(self, outcome: RunOutcome) -> RunReport:
         """Analyse the journal and write result.json."""
@@ -119,6 +132,8 @@ async def open_run(
         },
         "station": station_config.model_dump() if station_config else "simulated",
     }
+    if simulate:
+        settings["rig"] = rig
     write_json(run_dir / SETTINGS, settings)
     journal = Journal(run_dir / JOURNAL)
     started = False
@@ -128,10 +143,13 @@ async def open_run(
         if on_start is not None:
             on_start(run_dir)
         station_cm: AbstractAsyncContextManager[Station]
+        on_checkpoint = None
         if simulate:
-            from labctl.simbench import simulated_station
+            from labctl.simbench import BenchState, simulated_station
 
-            station_cm = simulated_station(plan, clock, seed, rig=rig)
+            bench = BenchState(run_dir, clock)
+            on_checkpoint = bench.save
+            station_cm = simulated_station(plan, clock, seed, rig=rig, bench=bench)
         else:
             assert station_config is not None
             station_cm = connect_station(station_config, clock, plan.cell.area_m2)
@@ -141,12 +159,165 @@ async def open_run(
             write_json(run_dir / SETTINGS, settings)
             started = True
             yield RunContext(
-                plan, run_dir, journal, station, clock, settings, seed, simulate, clock.monotonic()
+                plan,
+                run_dir,
+                journal,
+                station,
+                clock,
+                settings,
+                seed,
+                simulate,
+                clock.monotonic(),
+                on_checkpoint,
             )
     finally:
         journal.close()
         if not started:  # nothing ran (e.g. the instrument was unreachable): leave no half run behind
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@dataclass
+class CrashedRun:
+    """A run directory `labctl resume` can continue: its plan, settings and last checkpoint."""
+
+    run_dir: Path
+    plan: Plan
+    settings: dict[str, Any]
+    checkpoint: Checkpoint
+
+
+def read_crashed_run(run_dir: Path) -> CrashedRun:
+    """Read a run directory for `labctl resume`; refuse one that is not a run or that finished."""
+    from labctl.protocol import Overrides, compile_file
+
+    missing = [name for name in (JOURNAL, PROTOCOL, SETTINGS) if not (run_dir / name).is_file()]
+    if not run_dir.is_dir() or missing:
+        raise RunDirError(
+            f"{run_dir} is not a run directory (no {', '.join(missing) or 'such directory'}); "
+            "give the directory `labctl run` printed, e.g. runs/20261121-120000-ccd"
+        )
+    if (run_dir / RESULT).is_file():
+        result = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+        raise RunDirError(
+            f"{run_dir}: this run finished ({result.get('state')}: {result.get('reason')}); "
+            "there is nothing to resume (start a new run with labctl run)"
+        )
+    journal = Journal(run_dir / JOURNAL)
+    try:
+        ended = next(iter(journal.events([EventKind.RUN_ENDED])), None)
+        meta = journal.meta()
+    finally:
+        journal.close()
+    if ended is not None:
+        raise RunDirError(
+            f"{run_dir}: this run ended ({ended.data.get('state')}: {ended.data.get('reason')}) before "
+            "its result was written; there is nothing to resume (labctl report reads its journal)"
+        )
+    if CHECKPOINT_KEY not in meta:
+        raise RunDirError(
+            f"{run_dir}: the run stopped before its first checkpoint (nothing was measured); "
+            "start it again with labctl run"
+        )
+    settings = json.loads((run_dir / SETTINGS).read_text(encoding="utf-8"))
+    plan, _ = compile_file(run_dir / PROTOCOL)
+    if describe_conditions(plan) != {k: settings.get(k) for k in ("cell", "pressure_MPa", "temperature_C")}:
+        cell = settings["cell"]  # the run was started with overrides (--pressure …): the same again
+        plan, _ = compile_file(
+            run_dir / PROTOCOL,
+            Overrides(
+                pressure_pa=settings["pressure_MPa"] * 1e6,
+                temperature_k=settings["temperature_C"] + 273.15,
+                material=cell["material"],
+                thickness_m=cell["thickness_mm"] / 1e3,
+                area_m2=cell["area_cm2"] / 1e4,
+            ),
+        )
+    return CrashedRun(run_dir, plan, settings, Checkpoint.from_json(meta[CHECKPOINT_KEY]))
+
+
+@asynccontextmanager
+async def open_crashed_run(
+    crashed: CrashedRun, *, simulate: bool, station_config: StationConfig | None
+) -> AsyncIterator[RunContext]:
+    """Reconnect a crashed run's station, safe first, and reopen its journal to append to it.
+
+    A simulated run gets its bench back as it was at the checkpoint (cell, random streams, clock).
+    A real station is made safe before anything else (a crashed run left the source on) and must be
+    the instrument the run used.
+    """
+    settings, run_dir = crashed.settings, crashed.run_dir
+    if settings.get("simulated") and not simulate:
+        raise ConfigError(f"{run_dir} is a simulated run: resume it with --sim")
+    if simulate and not settings.get("simulated"):
+        raise ConfigError(
+            f"{run_dir} ran on a real station: resume it with --station (or without, to reuse it)"
+        )
+    if not simulate and station_config is None:
+        station_config = StationConfig.model_validate(settings["station"])
+    seed = int(settings.get("seed", 1))
+    station_cm: AbstractAsyncContextManager[Station]
+    on_checkpoint = None
+    if simulate:
+        from labctl.simbench import BenchState, simulated_station
+
+        bench = BenchState.load(run_dir, crashed.checkpoint.number)
+        clock: Clock = bench.clock
+        on_checkpoint = bench.save
+        station_cm = simulated_station(
+            crashed.plan, clock, seed, rig=settings.get("rig", "screw"), bench=bench
+        )
+    else:
+        assert station_config is not None
+        clock = RealClock()
+        station_cm = connect_station(station_config, clock, crashed.plan.cell.area_m2)
+    journal = Journal(run_dir / JOURNAL)
+    try:
+        async with station_cm as station:
+            unsafe = await station.make_safe()  # before anything: the crashed run may have left it on
+            if unsafe:
+                raise ConfigError(f"cannot make the station safe to resume: {'; '.join(unsafe)}; check it")
+            identity = getattr(station.potentiostat, "identity", "")
+            if not simulate and settings.get("instrument") and identity != settings["instrument"]:
+                raise ConfigError(
+                    f"the potentiostat is {identity!r} but the run used {settings['instrument']!r}; "
+                    "connect the run's instrument (the cell is on it) and resume again"
+                )
+            resumes = journal.meta().get("resumes", [])
+            resumes.append({"t_ns": clock.time_ns(), "checkpoint": crashed.checkpoint.number})
+            journal.set_meta("resumes", resumes)
+            yield RunContext(
+                crashed.plan,
+                run_dir,
+                journal,
+                station,
+                clock,
+                settings,
+                seed,
+                simulate,
+                clock.monotonic(),
+                on_checkpoint,
+            )
+    finally:
+        journal.close()
+
+
+async def resume_protocol(
+    crashed: CrashedRun,
+    *,
+    simulate: bool,
+    station_config: StationConfig | None,
+    bus: Bus,
+    on_runner: Callable[[Runner], None] | None = None,
+    interactive: bool = False,
+) -> RunReport:
+    """Continue a crashed run from its last checkpoint, in the same run directory and journal."""
+    async with open_crashed_run(crashed, simulate=simulate, station_config=station_config) as run:
+        runner = run.runner(bus, auto_resume=simulate and not interactive, pause_on_alarm=interactive)
+        runner.restore(crashed.checkpoint)
+        if on_runner is not None:
+            on_runner(runner)
+        outcome = await runner.run()
+        return run.conclude(outcome)
 
 
 def _check_station_abilities(plan: Plan, simulate: bool, station: StationConfig | None) -> None:

@@ -10,8 +10,12 @@ labctl module that imports simulators (besides `labctl sim serve`), as import-li
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from drivers.alicat import AlicatPressureController
@@ -22,11 +26,11 @@ from drivers.mark10 import Mark10Gauge
 from drivers.transports.serial import SerialTransport
 from drivers.transports.visa import VisaTransport
 from drivers.zaber import ZaberActuator
-from labctl.clock import Clock
+from labctl.clock import Clock, SimulatedClock
 from labctl.engine.pneumatic import PneumaticPressureLoop
 from labctl.engine.pressure import StackPressureController
 from labctl.engine.station import Station
-from labctl.errors import ConfigError
+from labctl.errors import ConfigError, RunDirError
 from labctl.protocol.plan import Plan
 
 ACTIVE_FRACTION = 0.7
@@ -71,9 +75,87 @@ def simulated_cell(plan: Plan, seed: int) -> Any:
         raise ConfigError(f"simulated cell: {exc.args[0]}") from None
 
 
+BENCH_STATE_DIR = "simbench"
+"""Where a simulated run keeps its bench's physics state (inside the run directory)."""
+
+
+class BenchState:
+    """The simulated bench's physics, saved at each checkpoint so `labctl resume --sim` can go on.
+
+    Why: a resumed simulated run is only meaningful if the cell continues from where it was (its
+    lithium inventory, voids, dendrites) and every random stream continues where it stopped — the
+    cell model is pickled whole (`random.Random` pickles its state), the instruments' noise streams
+    by their state, and the simulated clock by its time. Two slots alternate (`state-0.pkl`,
+    `state-1.pkl`), each written atomically: the slot of the journal's last committed checkpoint is
+    always intact, even when the crash came between a save and its journal commit.
+
+    The stack-pressure rig and the heater are rebuilt at the protocol's conditions, not restored.
+
+    Args:
+        run_dir: the run directory.
+        clock: the run's simulated clock.
+    """
+
+    def __init__(self, run_dir: Path, clock: Clock) -> None:
+        self.dir = run_dir / BENCH_STATE_DIR
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        self.clock = clock
+        self.holder: Any = None
+        self.rngs: dict[str, random.Random] = {}
+        self.restored: dict[str, Any] | None = None
+
+    def save(self, number: int) -> None:
+        """Save the physics as of checkpoint `number` (the runner calls this before committing it)."""
+        now = self.clock.monotonic()
+        state = {
+            "number": number,
+            "clock_s": now,
+            "start_ns": self.clock.time_ns() - round(now * 1e9),
+            "cell": None if self.holder is None else self.holder.cell,
+            "cells": 1 if self.holder is None else self.holder.cells,
+            "rngs": {name: rng.getstate() for name, rng in self.rngs.items()},
+        }
+        path = self.dir / f"state-{number % 2}.pkl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, run_dir: Path, number: int) -> BenchState:
+        """The bench state of checkpoint `number`, with a simulated clock at its time."""
+        for slot in (number % 2, 1 - number % 2):
+            path = run_dir / BENCH_STATE_DIR / f"state-{slot}.pkl"
+            if not path.is_file():
+                continue
+            # The run directory's own file (0700), written by labctl: trusted like the journal.
+            state = pickle.loads(path.read_bytes())
+            if state.get("number") == number:
+                clock = SimulatedClock(start_ns=state["start_ns"])
+                # SimulatedClock has no public way to start elsewhere than 0: set its time here,
+                # before anything reads it (the simulators take their time origin at construction).
+                clock._now = state["clock_s"]
+                bench = cls(run_dir, clock)
+                bench.restored = state
+                return bench
+        raise RunDirError(
+            f"{run_dir}: no simulated bench state for checkpoint {number} in {BENCH_STATE_DIR}/; "
+            "this simulated run cannot be resumed (start it again with labctl run --sim)"
+        )
+
+    def adopt(self, label: str, simulator: Any) -> None:
+        """Track an instrument simulator's random streams (restored to their saved state on resume)."""
+        for owner in (simulator, getattr(simulator, "hardware", None)):
+            for name, value in (vars(owner) if owner is not None else {}).items():
+                if isinstance(value, random.Random):
+                    key = f"{label}.{name}"
+                    self.rngs[key] = value
+                    if self.restored is not None and key in self.restored["rngs"]:
+                        value.setstate(self.restored["rngs"][key])
+
+
 @asynccontextmanager
 async def simulated_station(
-    plan: Plan, clock: Clock, seed: int, rig: str = "screw"
+    plan: Plan, clock: Clock, seed: int, rig: str = "screw", bench: BenchState | None = None
 ) -> AsyncIterator[Station]:
     """A station whose potentiostat is a simulated instrument wired to a simulated cell.
 
@@ -84,16 +166,24 @@ async def simulated_station(
         seed: seeds every random process (noise, dendrite nucleation): same seed, same run.
         rig: the stack-pressure rig, when the plan sets the pressure: "screw" (Mark-10 + Zaber,
             the loop in labctl) or "pneumatic" (a cylinder under an Alicat, the loop in the device).
+        bench: saves the physics at each checkpoint; when it was loaded from a run directory, the
+            cell and the random streams continue from it (`labctl resume --sim`).
     """
     if rig not in RIGS:
         raise ConfigError(f"simulated rig {rig!r}: choose one of {', '.join(RIGS)}")
     from simulators.base import CellHolder
 
     # The fixture: a protocol that asks for a new cell gets the next pellet (seed + n) in it.
-    cell = CellHolder(simulated_cell(plan, seed), lambda n: simulated_cell(plan, seed + n))
+    restored = bench.restored if bench is not None else None
+    first = restored["cell"] if restored is not None else simulated_cell(plan, seed)
+    cell = CellHolder(first, lambda n: simulated_cell(plan, seed + n))
+    if restored is not None:
+        object.__setattr__(cell, "cells", restored["cells"])  # the next new cell gets the next seed
+    if bench is not None:
+        bench.holder = cell
     potentiostat = _emstat4 if "eis" in plan.needs else _keithley2450
     async with contextlib.AsyncExitStack() as stack:
-        station = await stack.enter_async_context(potentiostat(cell, clock, seed))
+        station = await stack.enter_async_context(potentiostat(cell, clock, seed, bench))
         station.replace_cell = cell.replace
         if "temperature" in plan.needs:
             station.thermostat = await stack.enter_async_context(_heater(cell, plan, clock))
@@ -187,10 +277,15 @@ RIGS = {"screw": _screw_rig, "pneumatic": _pneumatic_rig}
 
 
 @asynccontextmanager
-async def _keithley2450(cell: Any, clock: Clock, seed: int) -> AsyncIterator[Station]:
+async def _keithley2450(
+    cell: Any, clock: Clock, seed: int, bench: BenchState | None
+) -> AsyncIterator[Station]:
     from simulators.keithley2450 import Keithley2450Server, Keithley2450Simulator
 
-    server = Keithley2450Server(Keithley2450Simulator(cell, time_source=clock.monotonic, seed=seed))
+    simulator = Keithley2450Simulator(cell, time_source=clock.monotonic, seed=seed)
+    if bench is not None:
+        bench.adopt("potentiostat", simulator)
+    server = Keithley2450Server(simulator)
     port = await server.start(host="127.0.0.1", port=0)
     try:
         transport = VisaTransport(f"TCPIP0::127.0.0.1::{port}::SOCKET", timeout_s=10.0)
@@ -201,11 +296,14 @@ async def _keithley2450(cell: Any, clock: Clock, seed: int) -> AsyncIterator[Sta
 
 
 @asynccontextmanager
-async def _emstat4(cell: Any, clock: Clock, seed: int) -> AsyncIterator[Station]:
+async def _emstat4(cell: Any, clock: Clock, seed: int, bench: BenchState | None) -> AsyncIterator[Station]:
     from simulators.emstat import EmStat4PtyServer, EmStat4Simulator
 
+    simulator = EmStat4Simulator(cell, clock.monotonic, seed=seed)
+    if bench is not None:
+        bench.adopt("potentiostat", simulator)
     # A short poll: the driver waits (wall time) for readings already due in simulated time.
-    server = EmStat4PtyServer(EmStat4Simulator(cell, clock.monotonic, seed=seed), poll_interval_s=0.001)
+    server = EmStat4PtyServer(simulator, poll_interval_s=0.001)
     path = await server.start()
     try:
         transport = SerialTransport(path, timeout_s=10.0)
