@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from drivers.base import Reading
 from drivers.errors import InstrumentReplyError, InstrumentStateError
@@ -31,6 +32,45 @@ BUFFER = "defbuffer1"
 ONE_SHOT_BUFFER = "defbuffer2"
 BUFFER_CAPACITY = 100_000
 ROLLOVER_FRACTION = 0.8  # restart acquisition well before the buffer wraps, so no index is reused
+MAX_DRAINED_ERRORS = 100  # the 2450's error queue holds at most this many
+
+
+@dataclass(frozen=True, slots=True)
+class FoundState:
+    """What `Keithley2450.reconnect()` found on the instrument, before making it safe.
+
+    Attributes:
+        output_on: whether the output was on (a lost link does not stop a 2450 sourcing).
+        function: the source function, "CURR" or "VOLT".
+        level: the programmed source level (A or V).
+        stored: readings in the acquisition buffer.
+        salvaged: readings stored before or during the outage and collected now; the next
+            `fetch()` returns them (each exactly once).
+        reset: the instrument lost its state (power cycle, `*RST`): readings not fetched before the
+            outage are gone.
+        errors: what the error queue held (drained, not raised).
+    """
+
+    output_on: bool
+    function: str
+    level: float
+    stored: int
+    salvaged: int
+    reset: bool
+    errors: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the journal."""
+        unit = "A" if self.function == "CURR" else "V"
+        output = "on" if self.output_on else "off"
+        words = [f"output {output}, source {self.function} {self.level:.6g} {unit}"]
+        if self.reset:
+            words.append("instrument reset: unfetched readings lost")
+        else:
+            words.append(f"{self.salvaged} buffered readings collected")
+        if self.errors:
+            words.append(f"error queue: {'; '.join(self.errors)}")
+        return "; ".join(words)
 
 
 class Keithley2450(DriverLifetime, ScpiInstrument):
@@ -173,12 +213,22 @@ class Keithley2450(DriverLifetime, ScpiInstrument):
         await self.safe_state()
 
     async def _connect(self) -> None:
+        await self._check_identity()
+        await self._configure()
+
+    async def _check_identity(self) -> None:
         resource = self.transport.resource
-        self.identity = (await self.transport.query("*IDN?")).strip()
-        if "2450" not in self.identity:
+        identity = (await self.transport.query("*IDN?")).strip()
+        if "2450" not in identity:
             raise InstrumentStateError(
-                f"{resource} identifies as {self.identity!r}, not a Keithley 2450; check the address"
+                f"{resource} identifies as {identity!r}, not a Keithley 2450; check the address"
             )
+        if self.identity and identity != self.identity:
+            raise InstrumentStateError(
+                f"{resource} now answers as {identity!r}, not {self.identity!r} as before; "
+                "another instrument is on this address"
+            )
+        self.identity = identity
         language = await self.get("language")
         if language.upper() != "SCPI":
             raise InstrumentStateError(
@@ -186,6 +236,9 @@ class Keithley2450(DriverLifetime, ScpiInstrument):
                 "panel choose MENU > System > Settings > Command Set > SCPI (or send '*LANG SCPI') and "
                 "power-cycle the instrument"
             )
+
+    async def _configure(self) -> None:
+        """Output off in high impedance, source 0 A, sense volts: the state after connecting."""
         # High-impedance output-off: the default NORMal off-state is a 0 V source that drains a
         # charged cell through the instrument (2450 manual, battery notes).
         await self.transport.write("*CLS;:ABOR;:OUTP:CURR:SMOD HIMP;:OUTP:VOLT:SMOD HIMP;:OUTP OFF")
@@ -201,6 +254,40 @@ class Keithley2450(DriverLifetime, ScpiInstrument):
             four_wire=self.four_wire,
         )
         self._function, self._output_on = "CURR", False
+
+    async def _resync(self) -> FoundState:
+        """After a reopen: resync, collect what was buffered, leave the instrument as after connecting.
+
+        Status cleared (`*CLS`), error queue drained, identity and language checked, the state found
+        recorded, then output off and acquisition stopped.
+
+        Readings in the buffer past the last fetched index are collected once (the next `fetch()`
+        returns them); if the buffer holds fewer than were fetched, the instrument was reset and
+        they are gone. Either way the buffer index restarts with the next `start_acquisition`.
+        """
+        await self.transport.write("*CLS")  # clears the event status, not the queue on a 2450
+        errors: list[str] = []
+        for _ in range(MAX_DRAINED_ERRORS):
+            reply = (await self.transport.query(self.ERROR_QUERY)).strip()
+            if reply.split(",", 1)[0].strip().lstrip("+") in ("0", "-0"):
+                break
+            errors.append(reply)
+        await self._check_identity()
+        output_on = await self.get("output")
+        function = await self.get("source_function")
+        level = float(await self.get("source_current" if function == "CURR" else "source_voltage"))
+        stored = int(self._floats(await self.transport.query(f':TRAC:ACT? "{BUFFER}"'), 1)[0])
+        running = (await self.transport.query(":TRIG:STAT?")).strip().upper().startswith("RUNNING")
+        await self.transport.write(":ABOR;:OUTP OFF")  # safe first; collecting the buffer can wait
+        reset = self._acquiring and (stored < self._fetched or not running)  # nobody else stops it
+        before = len(self._carried)
+        if self._acquiring and not reset:
+            self._carried += await self._fetch_new()
+        self._acquiring, self._fetched = False, 0
+        await self._configure()
+        self._limit = 0.0
+        salvaged = len(self._carried) - before
+        return FoundState(output_on, function, level, stored, salvaged, reset, tuple(errors))
 
     async def set_current(self, current_a: float, voltage_limit_v: float) -> None:
         """Source `current_a` (A) with a voltage limit (V); turns the output on."""
@@ -332,9 +419,10 @@ class Keithley2450(DriverLifetime, ScpiInstrument):
 
     async def safe_state(self) -> None:
         """Output off, acquisition stopped: the cell sees no current."""
-        self._acquiring = False
         self._output_on = True  # unknown until confirmed: the caller must treat the cell as live
         await self.transport.write(":ABOR;:OUTP OFF")
+        # Only now is the buffer finished with: after a failed write, `reconnect()` still collects it.
+        self._acquiring = False
         # Confirm by asking: a write into a socket the peer already closed can still "succeed".
         if await self.get("output"):
             raise InstrumentStateError(f"{self.transport.resource}: the output is still on after :OUTP OFF")

@@ -1388,6 +1388,15 @@ class Keithley2450Server(LineServer):
         super().__init__(simulator.handle_line, name="keithley2450", faults=faults)
         self.simulator = simulator
 
+    async def power_cycle(self) -> None:
+        """Switch the instrument off and on: every connection drops, all volatile state is lost.
+
+        The output is off and the buffers are empty afterwards (`Keithley2450Simulator.power_cycle`);
+        clients must reconnect, as after a real power cycle.
+        """
+        self.simulator.power_cycle()
+        await self.drop_connections()
+
 
 def _default_load() -> ElectricalLoad:
     """A symmetric Li|SE|Li cell if `simulators.cell` is available, else a 100 Ω resistor."""

@@ -12,8 +12,9 @@ atomic with respect to the other connections.
 
 Fault injection (`Faults`) makes the link misbehave the ways DESIGN.md §3 asks drivers to survive:
 drop the connection when the next command arrives, delay every reply (wall time), garble the next
-reply, split replies into fragments written separately. `LineServer.drop_connections()` "unplugs"
-every client at once.
+reply, split replies into fragments written separately, refuse new connections (an instrument
+still booting, or a switch port down). `LineServer.drop_connections()` "unplugs" every client at
+once; with `refuse_connections` set meanwhile, the instrument stays unreachable until cleared.
 """
 
 from __future__ import annotations
@@ -54,9 +55,13 @@ class Faults:
     with `fragment_gap_s` between them, so the client sees partial reads."""
     fragment_gap_s: float = 0.002
     """Wall-time pause between fragments."""
+    refuse_connections: bool = False
+    """Persistent: close every new connection as soon as it is accepted, before it reads a line
+    (the client's first command fails as on a refused or reset connection)."""
 
     def clear(self) -> None:
         """Back to a healthy link."""
+        self.refuse_connections = False
         self.drop_next_command = False
         self.reply_delay_s = 0.0
         self.garble_next_reply = False
@@ -178,7 +183,7 @@ class LineServer:
         # this server owns and may cancel, and this task always ends normally.
         task = asyncio.current_task()
         assert task is not None
-        if self.state is not ServerState.SERVING:  # accepted while closing
+        if self.state is not ServerState.SERVING or self.faults.refuse_connections:  # closing, or refusing
             writer.transport.abort()
             return
         sock = writer.get_extra_info("socket")

@@ -5,6 +5,12 @@ pyvisa is blocking and not thread-safe per resource (pyvisa#726), and has no asy
 resource under an `asyncio.Lock`, so a write/read pair is never interleaved with another.
 Terminations are always set explicitly: a TCPIP SOCKET resource has none by default and every
 query would otherwise time out (pyvisa#98, pyvisa-py#301).
+
+A link in doubt is not used again. After a timeout, a garbled (undecodable) reply or a broken
+socket, a late or partial reply may still be on its way, and the next query would read it as its
+own answer (measured against the simulator: a reply delayed past the timeout became the answer to
+the next `:OUTP?`). So the transport marks itself broken, and every call raises LinkError until
+`reopen()` makes a fresh connection (the driver's `reconnect()` does this).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class TransportState(Enum):
 
     UNOPENED = "unopened"
     OPEN = "open"
+    BROKEN = "broken"
+    """Open, but a call failed in a way that leaves the link's framing in doubt: `reopen()` it."""
     CLOSED = "closed"
 
 
@@ -69,8 +77,8 @@ class VisaTransport:
         """Open the resource; a refused or unknown address becomes a LinkError that says so."""
         if self.state is TransportState.CLOSED:
             raise LinkError(f"{self.resource}: this transport was closed; make a new one to reconnect")
-        if self.state is TransportState.OPEN:
-            return
+        if self.state in (TransportState.OPEN, TransportState.BROKEN):
+            return  # a broken link is renewed with reopen()
         await asyncio.to_thread(self._open_blocking)
         self.state = TransportState.OPEN
 
@@ -95,19 +103,30 @@ class VisaTransport:
 
     async def aclose(self) -> None:
         """Close the resource and its manager; safe to call twice."""
-        if self.state is not TransportState.OPEN:
+        if self.state not in (TransportState.OPEN, TransportState.BROKEN):
             self.state = TransportState.CLOSED
             return
         self.state = TransportState.CLOSED
         async with self._lock:
             await asyncio.to_thread(self._close_blocking)
 
+    async def reopen(self) -> None:
+        """Close whatever is left of the link and connect again (a fresh socket, no stale bytes).
+
+        Raises:
+            LinkError: the instrument cannot be reached now (the caller backs off and retries).
+        """
+        await self.aclose()
+        self.state = TransportState.UNOPENED
+        self._manager = self._instrument = None
+        await self.open()
+
     def _close_blocking(self) -> None:
         try:
-            self._instrument.close()
+            with contextlib.suppress(Exception):  # a dead socket may refuse a clean close
+                self._instrument.close()
         finally:
             _release_manager(self._manager)
-
 
     async def write(self, command: str) -> None:
         """Send one command line."""
@@ -140,14 +159,27 @@ class VisaTransport:
             raise
 
     def _require_open(self) -> None:
+        if self.state is TransportState.BROKEN:
+            raise LinkError(f"{self.resource}: link in doubt after an earlier failure; reconnect")
         if self.state is not TransportState.OPEN:
             raise LinkError(f"{self.resource}: not connected (state {self.state.value})")
 
     def _call(self, method: Any, command: str) -> Any:
+        try:
+            return self._call_translated(method, command)
+        except LinkError:
+            self.state = TransportState.BROKEN
+            raise
+
+    def _call_translated(self, method: Any, command: str) -> Any:
         from pyvisa.errors import VisaIOError
 
         try:
             return method(command)
+        except UnicodeDecodeError as exc:  # bytes that are not ASCII: line noise or a garbled frame
+            raise LinkError(
+                f"{self.resource}: garbled reply to {command!r} (not ASCII); the link is in doubt"
+            ) from exc
         except VisaIOError as exc:
             if "TMO" in str(exc.error_code) or "timeout" in str(exc).lower():
                 raise InstrumentTimeout(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.base import EisPoint, Reading, SupportsEIS
-from drivers.errors import InstrumentError
+from drivers.errors import InstrumentError, InstrumentReplyError, LinkError
 from labctl.clock import Clock
 from labctl.data import Bus, Event, EventKind, Journal, Sample, Status
 from labctl.engine.checkpoint import CHECKPOINT_KEY, Checkpoint, StepCheckpoint, pack_engine, unpack_engine
@@ -43,6 +43,23 @@ DEFAULT_SETTLE_HOLD_S = 60.0
 DEFAULT_TEMPERATURE_RATE_K_S = 0.1 / 60  # 0.1 K/min
 TEMPERATURE_TOLERANCE_K = 0.5
 TEMPERATURE_POLL_S = 10.0
+_LINK_IN_DOUBT = (LinkError, InstrumentReplyError)
+"""Potentiostat errors a reconnect can cure: a lost link, a timeout, a garbled or unparsable reply."""
+
+
+@dataclass(frozen=True)
+class LinkLossPolicy:
+    """What a source step does when the potentiostat's link is lost (docs/reliability.md).
+
+    The station is made safe (best effort: the link may be gone), the run pauses, and the driver
+    reconnects with back-off for up to `retry_for_s` on the run's clock; then the step's source is
+    programmed again and the step goes on. Not back in time: the run ends FAILED.
+
+    Attributes:
+        retry_for_s: how long to try reconnecting before giving up (seconds on the run's clock).
+    """
+
+    retry_for_s: float = 120.0
 
 
 @dataclass
@@ -123,6 +140,7 @@ class Runner:
         seed: the run's seed, kept in each checkpoint.
         on_checkpoint: called with each checkpoint's number just before it is committed (the
             simulated bench saves its physics there, docs/reliability.md "Crash and resume").
+        link_loss: how long a source step tries to get a lost potentiostat link back.
     """
 
     def __init__(
@@ -137,6 +155,7 @@ class Runner:
         pause_on_alarm: bool = False,
         seed: int | None = None,
         on_checkpoint: Callable[[int], None] | None = None,
+        link_loss: LinkLossPolicy | None = None,
     ) -> None:
         self.plan = plan
         self.station = station
@@ -147,6 +166,9 @@ class Runner:
         self.pause_on_alarm = pause_on_alarm
         self.seed = seed
         self.on_checkpoint = on_checkpoint
+        self.link_loss = link_loss or LinkLossPolicy()
+        self.link_outages: list[tuple[float, float]] = []
+        """Each recovered outage of the potentiostat link: (lost, resumed) on the run's clock."""
         self.state = RunState.IDLE
         self._detectors = [DETECTORS[w.type](w) for w in plan.watches]
         self._watches = {w.name: w for w in plan.watches}
@@ -399,11 +421,14 @@ class Runner:
             await pot.set_current(step.current_a, self.plan.compliance_v)
 
     async def _run_source_step(self, step: PlanStep) -> StepResult:
-        await self._program(step, None)
         progress = self._open_progress(step)
+        decision: tuple[Action, str] | None = None
+        try:
+            await self._program(step, None)
+        except _LINK_IN_DOUBT as exc:
+            decision = await self._recover_link(progress, exc)
         for detector in () if progress is self._resumed_progress else self._detectors:  # restored: armed
             detector.begin_step(step, progress.t0)
-        decision: tuple[Action, str] | None = None
         while decision is None:
             wait = self._time_to_next_look(progress)
             if wait > 0:
@@ -412,16 +437,24 @@ class Runner:
                 self._temperature = await self.station.thermostat.read_temperature()
             if self.station.pressure is not None and self._pressure_task is None:
                 await self.station.pressure.read_pressure()  # at a fixed gap nobody else measures it
-            decision = self._judge(progress, await self.station.potentiostat.fetch())
-            if decision is None and self._pause_reason is not None:
-                await self._pause_in_step(progress)
-                continue
-            if decision is None:
-                decision = self._clock_end(progress)
+            try:
+                readings = await self.station.potentiostat.fetch()
+            except _LINK_IN_DOUBT as exc:
+                decision = await self._recover_link(progress, exc)
+            else:
+                decision = self._judge(progress, readings)
+                if decision is None and self._pause_reason is not None:
+                    await self._pause_in_step(progress)
+                    continue
+                if decision is None:
+                    decision = self._clock_end(progress)
             if decision is not None and decision[0].kind == "cv":  # CC-CV: the CC phase is over
                 progress.phase, decision = "cv", None
                 progress.hold_since.clear()
-                await self._program(step, progress)
+                try:
+                    await self._program(step, progress)
+                except _LINK_IN_DOUBT as exc:
+                    decision = await self._recover_link(progress, exc)
             self._publish_status(progress)
             await self._flush()
         action, reason = decision
@@ -805,6 +838,79 @@ class Runner:
         self._set_state(RunState.RUNNING)
         self._event(step.index, EventKind.RESUMED, {"reason": f"resumed after {now - paused_at:.0f} s"})
         await self._program(step, progress)
+
+    async def _recover_link(
+        self, progress: _StepProgress, error: InstrumentError
+    ) -> tuple[Action, str] | None:
+        """The potentiostat's link was lost in a source step: safe, paused, reconnect, restore.
+
+        Readings the instrument stored before the loss are judged as usual (one may end the step:
+        that decision is returned); those taken during the outage are journaled, not judged, and
+        their charge is not counted. Time ends do not count the outage. Raises LinkError (the run
+        then ends FAILED) when the link is not back within the policy's `retry_for_s`.
+        """
+        step, pot = progress.step, self.station.potentiostat
+        lost_at = self.clock.monotonic()
+        held_pa = self.station.pressure.target_pa if self.station.pressure is not None else None
+        lost = {"message": f"link lost: {error}", "role": "potentiostat"}
+        self._event(step.index, EventKind.INSTRUMENT, lost)
+        unsafe = await self.station.make_safe()  # best effort, bounded: the link may be gone
+        self._sample_period = 0.0
+        self._set_state(RunState.PAUSED)
+        self._event(step.index, EventKind.PAUSED, {"message": f"link lost: {error}", "link": True})
+        await self._flush()
+        reconnect = getattr(pot, "reconnect", None)
+        if reconnect is None:
+            raise error
+        deadline = lost_at + self.link_loss.retry_for_s
+        while True:
+            try:
+                found = await reconnect(
+                    retry_for_s=max(0.0, deadline - self.clock.monotonic()),
+                    sleep=self.clock.sleep,
+                    time_source=self.clock.monotonic,
+                )
+            except LinkError as exc:
+                raise LinkError(
+                    f"potentiostat link lost and not back within {self.link_loss.retry_for_s:g} s: {exc}"
+                ) from exc
+            attempts = getattr(pot, "reconnect_attempts", 1)
+            described = found.describe() if hasattr(found, "describe") else str(found)
+            back = f"link back after {attempts} attempt(s), output off; found {described}"
+            self._event(
+                step.index,
+                EventKind.INSTRUMENT,
+                {"message": back, "role": "potentiostat", "safe_before": not unsafe},
+            )
+            salvaged = await pot.fetch()  # what the instrument stored and nobody fetched: judged as usual
+            decision = self._judge(progress, [r for r in salvaged if r.t <= lost_at])
+            for reading in salvaged:  # taken while the link was lost: journaled, not judged
+                if reading.t > lost_at:
+                    self._record(self._sample(reading, step.index, {"charge_c": progress.charge_c}))
+            if decision is not None:
+                self._set_state(RunState.RUNNING)
+                self._event(step.index, EventKind.RESUMED, {"reason": "link back; the step had ended before"})
+                self.link_outages.append((lost_at, self.clock.monotonic()))
+                return decision
+            now = self.clock.monotonic()
+            if held_pa is not None and self.station.pressure is not None:
+                await self.station.pressure.set_target(held_pa)  # the safe state stopped regulating
+            progress.t0 += now - lost_at  # time ends do not count the outage
+            progress.last_t = progress.resumed_at = now  # nor does the charge
+            progress.window.clear()
+            progress.hold_since.clear()
+            try:
+                await self._program(step, progress)
+            except _LINK_IN_DOUBT as exc:  # lost again while restoring: same deadline
+                self._event(step.index, EventKind.INSTRUMENT, {"message": f"link lost again: {exc}"})
+                lost_at = now
+                continue
+            self._set_state(RunState.RUNNING)
+            now = self.clock.monotonic()
+            self.link_outages.append((lost_at, now))
+            reason = f"link back, source restored after {now - lost_at:.3g} s"
+            self._event(step.index, EventKind.RESUMED, {"reason": reason, "link": True})
+            return None
 
     async def _pause_for_operator(self, step_index: int, reason: str) -> None:
         """Station safe, state PAUSED with the alarm, until the operator resumes (or aborts)."""
